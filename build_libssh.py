@@ -1,0 +1,484 @@
+# SPDX-License-Identifier: MIT
+"""cffi builder for ``pylibssh_server._libssh`` (out-of-line API mode).
+
+Declarations are grouped per libssh header (libssh.h, server.h, callbacks.h), then the
+version shims, then every ``extern "Python"`` trampoline.  Only what the package calls is
+declared; API mode makes the compiler check each prototype against the real headers.
+
+The libssh used is the system one found with ``pkg-config libssh``, or a vendored build when
+``PYLIBSSH_LIBSSH_PREFIX`` names its install prefix (see ``vendor/README.md``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from cffi import FFI
+
+MISSING_HEADERS = """
+pylibssh_server: the libssh development headers were not found (libssh/libssh.h).
+Install them, then build again:
+    Debian/Ubuntu:  apt-get install libssh-dev pkg-config
+    Fedora/RHEL:    dnf install libssh-devel pkgconf-pkg-config
+or point PYLIBSSH_LIBSSH_PREFIX at a libssh install prefix (see vendor/README.md).
+"""
+
+CDEF_LIBSSH = """
+/* ---- libssh.h ---- */
+typedef int socket_t;
+typedef struct ssh_session_struct *ssh_session;
+typedef struct ssh_channel_struct *ssh_channel;
+typedef struct ssh_message_struct *ssh_message;
+typedef struct ssh_key_struct *ssh_key;
+typedef struct ssh_string_struct *ssh_string;
+typedef struct ssh_event_struct *ssh_event;
+
+#define SSH_OK ...
+#define SSH_ERROR ...
+#define SSH_AGAIN ...
+#define SSH_EOF ...
+#define SSH_CLOSED ...
+#define SSH_READ_PENDING ...
+#define SSH_CLOSED_ERROR ...
+#define SSH_WRITE_PENDING ...
+#define SSH_AUTH_METHOD_UNKNOWN ...
+#define SSH_AUTH_METHOD_NONE ...
+#define SSH_AUTH_METHOD_PASSWORD ...
+#define SSH_AUTH_METHOD_PUBLICKEY ...
+#define SSH_AUTH_METHOD_HOSTBASED ...
+#define SSH_AUTH_METHOD_INTERACTIVE ...
+#define SSH_AUTH_METHOD_GSSAPI_MIC ...
+#define SSH_LOG_NONE ...
+#define SSH_LOG_WARN ...
+#define SSH_LOG_INFO ...
+#define SSH_LOG_DEBUG ...
+#define SSH_LOG_TRACE ...
+#define POLLIN ...
+#define POLLOUT ...
+#define POLLERR ...
+#define POLLHUP ...
+#define POLLNVAL ...
+
+enum ssh_auth_e { SSH_AUTH_SUCCESS, SSH_AUTH_DENIED, SSH_AUTH_PARTIAL, SSH_AUTH_INFO,
+                  SSH_AUTH_AGAIN, SSH_AUTH_ERROR, ... };
+enum ssh_requests_e { SSH_REQUEST_AUTH, SSH_REQUEST_CHANNEL_OPEN, SSH_REQUEST_CHANNEL,
+                      SSH_REQUEST_SERVICE, SSH_REQUEST_GLOBAL, ... };
+enum ssh_channel_type_e { SSH_CHANNEL_UNKNOWN, SSH_CHANNEL_SESSION, SSH_CHANNEL_DIRECT_TCPIP,
+                          SSH_CHANNEL_FORWARDED_TCPIP, SSH_CHANNEL_X11,
+                          SSH_CHANNEL_AUTH_AGENT, ... };
+enum ssh_channel_requests_e { SSH_CHANNEL_REQUEST_UNKNOWN, SSH_CHANNEL_REQUEST_PTY,
+                              SSH_CHANNEL_REQUEST_EXEC, SSH_CHANNEL_REQUEST_SHELL,
+                              SSH_CHANNEL_REQUEST_ENV, SSH_CHANNEL_REQUEST_SUBSYSTEM,
+                              SSH_CHANNEL_REQUEST_WINDOW_CHANGE, SSH_CHANNEL_REQUEST_X11, ... };
+enum ssh_global_requests_e { SSH_GLOBAL_REQUEST_UNKNOWN, SSH_GLOBAL_REQUEST_TCPIP_FORWARD,
+                             SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD,
+                             SSH_GLOBAL_REQUEST_KEEPALIVE, ... };
+enum ssh_publickey_state_e { SSH_PUBLICKEY_STATE_ERROR, SSH_PUBLICKEY_STATE_NONE,
+                             SSH_PUBLICKEY_STATE_VALID, SSH_PUBLICKEY_STATE_WRONG, ... };
+enum ssh_keytypes_e { SSH_KEYTYPE_UNKNOWN, SSH_KEYTYPE_DSS, SSH_KEYTYPE_RSA, SSH_KEYTYPE_RSA1,
+                      SSH_KEYTYPE_ECDSA, SSH_KEYTYPE_ED25519, SSH_KEYTYPE_DSS_CERT01,
+                      SSH_KEYTYPE_RSA_CERT01, SSH_KEYTYPE_ECDSA_P256, SSH_KEYTYPE_ECDSA_P384,
+                      SSH_KEYTYPE_ECDSA_P521, SSH_KEYTYPE_ECDSA_P256_CERT01,
+                      SSH_KEYTYPE_ECDSA_P384_CERT01, SSH_KEYTYPE_ECDSA_P521_CERT01,
+                      SSH_KEYTYPE_ED25519_CERT01, SSH_KEYTYPE_SK_ECDSA, SSH_KEYTYPE_SK_ED25519,
+                      ... };
+enum ssh_keycmp_e { SSH_KEY_CMP_PUBLIC, SSH_KEY_CMP_PRIVATE, ... };
+enum ssh_publickey_hash_type { SSH_PUBLICKEY_HASH_SHA1, SSH_PUBLICKEY_HASH_MD5,
+                               SSH_PUBLICKEY_HASH_SHA256, ... };
+enum ssh_error_types_e { SSH_NO_ERROR, SSH_REQUEST_DENIED, SSH_FATAL, SSH_EINTR, ... };
+enum ssh_options_e { SSH_OPTIONS_TIMEOUT, SSH_OPTIONS_TIMEOUT_USEC, SSH_OPTIONS_LOG_VERBOSITY,
+                     SSH_OPTIONS_PROCESS_CONFIG, SSH_OPTIONS_NODELAY, ... };
+
+typedef int (*ssh_auth_callback)(const char *prompt, char *buf, size_t len, int echo,
+                                 int verify, void *userdata);
+typedef int (*ssh_event_callback)(socket_t fd, int revents, void *userdata);
+
+int ssh_init(void);
+const char *ssh_version(int req_version);
+const char *ssh_get_error(void *error);
+int ssh_get_error_code(void *error);
+
+ssh_session ssh_new(void);
+void ssh_free(ssh_session session);
+void ssh_disconnect(ssh_session session);
+void ssh_silent_disconnect(ssh_session session);
+int ssh_options_set(ssh_session session, enum ssh_options_e type, const void *value);
+void ssh_set_blocking(ssh_session session, int blocking);
+int ssh_is_blocking(ssh_session session);
+socket_t ssh_get_fd(ssh_session session);
+int ssh_get_status(ssh_session session);
+int ssh_get_poll_flags(ssh_session session);
+int ssh_is_connected(ssh_session session);
+int ssh_blocking_flush(ssh_session session, int timeout);
+const char *ssh_get_clientbanner(ssh_session session);
+int ssh_get_openssh_version(ssh_session session);
+const char *ssh_get_kex_algo(ssh_session session);
+const char *ssh_get_cipher_in(ssh_session session);
+const char *ssh_get_cipher_out(ssh_session session);
+int ssh_session_set_disconnect_message(ssh_session session, const char *message);
+int ssh_userauth_kbdint_getnanswers(ssh_session session);
+const char *ssh_userauth_kbdint_getanswer(ssh_session session, unsigned int i);
+
+ssh_channel ssh_channel_new(ssh_session session);
+void ssh_channel_free(ssh_channel channel);
+int ssh_channel_close(ssh_channel channel);
+int ssh_channel_send_eof(ssh_channel channel);
+int ssh_channel_write(ssh_channel channel, const void *data, uint32_t len);
+int ssh_channel_write_stderr(ssh_channel channel, const void *data, uint32_t len);
+int ssh_channel_read_nonblocking(ssh_channel channel, void *dest, uint32_t count,
+                                 int is_stderr);
+int ssh_channel_poll(ssh_channel channel, int is_stderr);
+uint32_t ssh_channel_window_size(ssh_channel channel);
+int ssh_channel_is_open(ssh_channel channel);
+int ssh_channel_is_closed(ssh_channel channel);
+int ssh_channel_is_eof(ssh_channel channel);
+int ssh_channel_request_send_exit_status(ssh_channel channel, int exit_status);
+int ssh_channel_request_send_exit_signal(ssh_channel channel, const char *signum, int core,
+                                         const char *errmsg, const char *lang);
+int ssh_channel_open_forward(ssh_channel channel, const char *remotehost, int remoteport,
+                             const char *sourcehost, int localport);
+ssh_session ssh_channel_get_session(ssh_channel channel);
+
+ssh_event ssh_event_new(void);
+int ssh_event_add_fd(ssh_event event, socket_t fd, short events, ssh_event_callback cb,
+                     void *userdata);
+int ssh_event_add_session(ssh_event event, ssh_session session);
+int ssh_event_dopoll(ssh_event event, int timeout);
+int ssh_event_remove_fd(ssh_event event, socket_t fd);
+int ssh_event_remove_session(ssh_event event, ssh_session session);
+void ssh_event_free(ssh_event event);
+
+ssh_key ssh_key_new(void);
+void ssh_key_free(ssh_key key);
+enum ssh_keytypes_e ssh_key_type(const ssh_key key);
+const char *ssh_key_type_to_char(enum ssh_keytypes_e type);
+enum ssh_keytypes_e ssh_key_type_from_name(const char *name);
+int ssh_key_is_public(const ssh_key k);
+int ssh_key_is_private(const ssh_key k);
+int ssh_key_cmp(const ssh_key k1, const ssh_key k2, enum ssh_keycmp_e what);
+ssh_key ssh_key_dup(const ssh_key key);
+int ssh_pki_generate(enum ssh_keytypes_e type, int parameter, ssh_key *pkey);
+int ssh_pki_import_privkey_base64(const char *b64_key, const char *passphrase,
+                                  ssh_auth_callback auth_fn, void *auth_data, ssh_key *pkey);
+int ssh_pki_export_privkey_base64(const ssh_key privkey, const char *passphrase,
+                                  ssh_auth_callback auth_fn, void *auth_data, char **b64_key);
+int ssh_pki_import_privkey_file(const char *filename, const char *passphrase,
+                                ssh_auth_callback auth_fn, void *auth_data, ssh_key *pkey);
+int ssh_pki_export_privkey_file(const ssh_key privkey, const char *passphrase,
+                                ssh_auth_callback auth_fn, void *auth_data,
+                                const char *filename);
+int ssh_pki_import_pubkey_base64(const char *b64_key, enum ssh_keytypes_e type,
+                                 ssh_key *pkey);
+int ssh_pki_import_pubkey_file(const char *filename, ssh_key *pkey);
+int ssh_pki_export_pubkey_base64(const ssh_key key, char **b64_key);
+int ssh_pki_export_pubkey_file(const ssh_key key, const char *filename);
+int ssh_pki_export_privkey_to_pubkey(const ssh_key privkey, ssh_key *pkey);
+int ssh_get_publickey_hash(const ssh_key key, enum ssh_publickey_hash_type type,
+                           unsigned char **hash, size_t *hlen);
+void ssh_clean_pubkey_hash(unsigned char **hash);
+char *ssh_get_fingerprint_hash(enum ssh_publickey_hash_type type, unsigned char *hash,
+                               size_t len);
+void ssh_string_free_char(char *s);
+
+/* ---- server.h ---- */
+typedef struct ssh_bind_struct *ssh_bind;
+enum ssh_bind_options_e { SSH_BIND_OPTIONS_BINDADDR, SSH_BIND_OPTIONS_BINDPORT,
+                          SSH_BIND_OPTIONS_BINDPORT_STR, SSH_BIND_OPTIONS_HOSTKEY,
+                          SSH_BIND_OPTIONS_BANNER, SSH_BIND_OPTIONS_LOG_VERBOSITY,
+                          SSH_BIND_OPTIONS_IMPORT_KEY, SSH_BIND_OPTIONS_KEY_EXCHANGE,
+                          SSH_BIND_OPTIONS_CIPHERS_C_S, SSH_BIND_OPTIONS_CIPHERS_S_C,
+                          SSH_BIND_OPTIONS_HMAC_C_S, SSH_BIND_OPTIONS_HMAC_S_C,
+                          SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES,
+                          SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, SSH_BIND_OPTIONS_PROCESS_CONFIG,
+                          SSH_BIND_OPTIONS_RSA_MIN_SIZE, ... };
+
+ssh_bind ssh_bind_new(void);
+int ssh_bind_options_set(ssh_bind sshbind, enum ssh_bind_options_e type, const void *value);
+int ssh_bind_listen(ssh_bind ssh_bind_o);
+void ssh_bind_set_blocking(ssh_bind ssh_bind_o, int blocking);
+socket_t ssh_bind_get_fd(ssh_bind ssh_bind_o);
+int ssh_bind_accept(ssh_bind ssh_bind_o, ssh_session session);
+int ssh_bind_accept_fd(ssh_bind ssh_bind_o, ssh_session session, socket_t fd);
+void ssh_bind_free(ssh_bind ssh_bind_o);
+int ssh_handle_key_exchange(ssh_session session);
+int ssh_server_init_kex(ssh_session session);
+void ssh_set_auth_methods(ssh_session session, int auth_methods);
+int ssh_send_keepalive(ssh_session session);
+
+int ssh_message_type(ssh_message msg);
+int ssh_message_subtype(ssh_message msg);
+int ssh_message_reply_default(ssh_message msg);
+const char *ssh_message_auth_user(ssh_message msg);
+const char *ssh_message_auth_password(ssh_message msg);
+ssh_key ssh_message_auth_pubkey(ssh_message msg);
+enum ssh_publickey_state_e ssh_message_auth_publickey_state(ssh_message msg);
+int ssh_message_auth_kbdint_is_response(ssh_message msg);
+int ssh_message_auth_reply_success(ssh_message msg, int partial);
+int ssh_message_auth_reply_pk_ok_simple(ssh_message msg);
+int ssh_message_auth_set_methods(ssh_message msg, int methods);
+int ssh_message_auth_interactive_request(ssh_message msg, const char *name,
+                                         const char *instruction, unsigned int num_prompts,
+                                         const char **prompts, char *echo);
+const char *ssh_message_service_service(ssh_message msg);
+int ssh_message_service_reply_success(ssh_message msg);
+const char *ssh_message_channel_request_open_originator(ssh_message msg);
+int ssh_message_channel_request_open_originator_port(ssh_message msg);
+const char *ssh_message_channel_request_open_destination(ssh_message msg);
+int ssh_message_channel_request_open_destination_port(ssh_message msg);
+ssh_channel ssh_message_channel_request_open_reply_accept(ssh_message msg);
+int ssh_message_channel_request_open_reply_accept_channel(ssh_message msg, ssh_channel chan);
+ssh_channel ssh_message_channel_request_channel(ssh_message msg);
+int ssh_message_channel_request_reply_success(ssh_message msg);
+const char *ssh_message_global_request_address(ssh_message msg);
+int ssh_message_global_request_port(ssh_message msg);
+int ssh_message_global_request_reply_success(ssh_message msg, uint16_t bound_port);
+int ssh_channel_open_reverse_forward(ssh_channel channel, const char *remotehost,
+                                     int remoteport, const char *sourcehost, int localport);
+
+/* ---- callbacks.h ---- */
+typedef int (*ssh_message_callback)(ssh_session, ssh_message message, void *user);
+typedef void (*ssh_logging_callback)(int priority, const char *function, const char *buffer,
+                                     void *userdata);
+typedef void (*ssh_global_request_callback)(ssh_session session, ssh_message message,
+                                            void *userdata);
+
+struct ssh_callbacks_struct {
+    size_t size;
+    void *userdata;
+    ssh_global_request_callback global_request_function;
+    ...;
+};
+typedef struct ssh_callbacks_struct *ssh_callbacks;
+
+struct ssh_server_callbacks_struct {
+    size_t size;
+    void *userdata;
+    int (*auth_password_function)(ssh_session, const char *, const char *, void *);
+    int (*auth_none_function)(ssh_session, const char *, void *);
+    int (*auth_gssapi_mic_function)(ssh_session, const char *, const char *, void *);
+    int (*auth_pubkey_function)(ssh_session, const char *, struct ssh_key_struct *, char,
+                                void *);
+    int (*service_request_function)(ssh_session, const char *, void *);
+    ssh_channel (*channel_open_request_session_function)(ssh_session, void *);
+    ...;
+};
+typedef struct ssh_server_callbacks_struct *ssh_server_callbacks;
+
+struct ssh_channel_callbacks_struct {
+    size_t size;
+    void *userdata;
+    int (*channel_data_function)(ssh_session, ssh_channel, void *, uint32_t, int, void *);
+    void (*channel_eof_function)(ssh_session, ssh_channel, void *);
+    void (*channel_close_function)(ssh_session, ssh_channel, void *);
+    void (*channel_signal_function)(ssh_session, ssh_channel, const char *, void *);
+    void (*channel_exit_status_function)(ssh_session, ssh_channel, int, void *);
+    void (*channel_exit_signal_function)(ssh_session, ssh_channel, const char *, int,
+                                         const char *, const char *, void *);
+    int (*channel_pty_request_function)(ssh_session, ssh_channel, const char *, int, int, int,
+                                        int, void *);
+    int (*channel_shell_request_function)(ssh_session, ssh_channel, void *);
+    void (*channel_auth_agent_req_function)(ssh_session, ssh_channel, void *);
+    void (*channel_x11_req_function)(ssh_session, ssh_channel, int, const char *, const char *,
+                                     uint32_t, void *);
+    int (*channel_pty_window_change_function)(ssh_session, ssh_channel, int, int, int, int,
+                                              void *);
+    int (*channel_exec_request_function)(ssh_session, ssh_channel, const char *, void *);
+    int (*channel_env_request_function)(ssh_session, ssh_channel, const char *, const char *,
+                                        void *);
+    int (*channel_subsystem_request_function)(ssh_session, ssh_channel, const char *, void *);
+    int (*channel_write_wontblock_function)(ssh_session, ssh_channel, uint32_t, void *);
+    ...;
+};
+typedef struct ssh_channel_callbacks_struct *ssh_channel_callbacks;
+
+int ssh_set_server_callbacks(ssh_session session, ssh_server_callbacks cb);
+int ssh_set_callbacks(ssh_session session, ssh_callbacks cb);
+int ssh_set_channel_callbacks(ssh_channel channel, ssh_channel_callbacks cb);
+int ssh_remove_channel_callbacks(ssh_channel channel, ssh_channel_callbacks cb);
+void ssh_set_message_callback(ssh_session session, ssh_message_callback ssh_bind_message_callback,
+                              void *data);
+int ssh_set_log_callback(ssh_logging_callback cb);
+int ssh_set_log_level(int level);
+"""
+
+# Version-dependent pieces: integer flags and setters implemented in the C preamble, so one cdef
+# serves every libssh version (a field missing from older headers would fail the build).
+CDEF_SHIMS = """
+/* ---- version shims ---- */
+#define PYLIBSSH_HEADER_VERSION_INT ...
+#define PYLIBSSH_HAS_CHANNEL_OPEN_RESPONSE ...
+#define PYLIBSSH_HAS_SERVER_KBDINT_CB ...
+#define PYLIBSSH_HAS_SERVER_DIRECT_TCPIP_CB ...
+#define PYLIBSSH_HAS_IMPORT_KEY_STR ...
+#define PYLIBSSH_HAS_NO_MORE_SESSIONS ...
+#define PYLIBSSH_HAS_SFTP_SERVER_CALLBACKS ...
+int pylibssh_server_cb_set_kbdint(struct ssh_server_callbacks_struct *cb, int on);
+int pylibssh_server_cb_set_direct_tcpip(struct ssh_server_callbacks_struct *cb, int on);
+int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *cb, int on);
+"""
+
+CDEF_TRAMPOLINES = """
+/* ---- extern "Python" trampolines (pylibssh_server/callbacks.py) ---- */
+extern "Python" {
+    void _log_function_cb(int, const char *, const char *, void *);
+    int _event_fd_cb(socket_t, int, void *);
+    int _message_function_cb(ssh_session, ssh_message, void *);
+    void _global_request_function_cb(ssh_session, ssh_message, void *);
+
+    int _auth_password_function_cb(ssh_session, const char *, const char *, void *);
+    int _auth_none_function_cb(ssh_session, const char *, void *);
+    int _auth_gssapi_mic_function_cb(ssh_session, const char *, const char *, void *);
+    int _auth_pubkey_function_cb(ssh_session, const char *, struct ssh_key_struct *, char,
+                                 void *);
+    int _service_request_function_cb(ssh_session, const char *, void *);
+    ssh_channel _channel_open_request_session_function_cb(ssh_session, void *);
+    int _auth_kbdint_function_cb(ssh_message, ssh_session, void *);
+    ssh_channel _channel_open_request_direct_tcpip_function_cb(ssh_session, const char *, int,
+                                                               const char *, int, void *);
+
+    int _channel_data_function_cb(ssh_session, ssh_channel, void *, uint32_t, int, void *);
+    void _channel_eof_function_cb(ssh_session, ssh_channel, void *);
+    void _channel_close_function_cb(ssh_session, ssh_channel, void *);
+    void _channel_signal_function_cb(ssh_session, ssh_channel, const char *, void *);
+    void _channel_exit_status_function_cb(ssh_session, ssh_channel, int, void *);
+    void _channel_exit_signal_function_cb(ssh_session, ssh_channel, const char *, int,
+                                          const char *, const char *, void *);
+    int _channel_pty_request_function_cb(ssh_session, ssh_channel, const char *, int, int, int,
+                                         int, void *);
+    int _channel_shell_request_function_cb(ssh_session, ssh_channel, void *);
+    void _channel_auth_agent_req_function_cb(ssh_session, ssh_channel, void *);
+    void _channel_x11_req_function_cb(ssh_session, ssh_channel, int, const char *, const char *,
+                                      uint32_t, void *);
+    int _channel_pty_window_change_function_cb(ssh_session, ssh_channel, int, int, int, int,
+                                               void *);
+    int _channel_exec_request_function_cb(ssh_session, ssh_channel, const char *, void *);
+    int _channel_env_request_function_cb(ssh_session, ssh_channel, const char *, const char *,
+                                         void *);
+    int _channel_subsystem_request_function_cb(ssh_session, ssh_channel, const char *, void *);
+    int _channel_write_wontblock_function_cb(ssh_session, ssh_channel, uint32_t, void *);
+    void _channel_open_response_function_cb(ssh_session, ssh_channel, _Bool, void *);
+}
+"""
+
+C_SOURCE = r"""
+#define WITH_SERVER 1
+#include <poll.h>
+#include <stdbool.h>
+#include <libssh/libssh.h>
+#include <libssh/server.h>
+#include <libssh/callbacks.h>
+
+#define PYLIBSSH_HEADER_VERSION_INT LIBSSH_VERSION_INT
+#define PYLIBSSH_AT_LEAST(a, b, c) (LIBSSH_VERSION_INT >= SSH_VERSION_INT(a, b, c))
+#define PYLIBSSH_HAS_CHANNEL_OPEN_RESPONSE PYLIBSSH_AT_LEAST(0, 11, 0)
+#define PYLIBSSH_HAS_IMPORT_KEY_STR PYLIBSSH_AT_LEAST(0, 11, 0)
+#define PYLIBSSH_HAS_NO_MORE_SESSIONS PYLIBSSH_AT_LEAST(0, 11, 0)
+#define PYLIBSSH_HAS_SFTP_SERVER_CALLBACKS PYLIBSSH_AT_LEAST(0, 11, 0)
+#define PYLIBSSH_HAS_SERVER_KBDINT_CB PYLIBSSH_AT_LEAST(0, 12, 0)
+#define PYLIBSSH_HAS_SERVER_DIRECT_TCPIP_CB PYLIBSSH_AT_LEAST(0, 12, 0)
+
+/* The extern "Python" trampolines are static functions defined by cffi further down. */
+static int _auth_kbdint_function_cb(ssh_message, ssh_session, void *);
+static ssh_channel _channel_open_request_direct_tcpip_function_cb(ssh_session, const char *,
+                                                                  int, const char *, int,
+                                                                  void *);
+static void _channel_open_response_function_cb(ssh_session, ssh_channel, _Bool, void *);
+
+static int pylibssh_server_cb_set_kbdint(struct ssh_server_callbacks_struct *cb, int on)
+{
+#if PYLIBSSH_HAS_SERVER_KBDINT_CB
+    cb->auth_kbdint_function = on ? _auth_kbdint_function_cb : NULL;
+    return 0;
+#else
+    (void)cb; (void)on; (void)_auth_kbdint_function_cb;
+    return -1;
+#endif
+}
+
+static int pylibssh_server_cb_set_direct_tcpip(struct ssh_server_callbacks_struct *cb, int on)
+{
+#if PYLIBSSH_HAS_SERVER_DIRECT_TCPIP_CB
+    cb->channel_open_request_direct_tcpip_function =
+        on ? _channel_open_request_direct_tcpip_function_cb : NULL;
+    return 0;
+#else
+    (void)cb; (void)on; (void)_channel_open_request_direct_tcpip_function_cb;
+    return -1;
+#endif
+}
+
+static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *cb, int on)
+{
+#if PYLIBSSH_HAS_CHANNEL_OPEN_RESPONSE
+    cb->channel_open_response_function = on ? _channel_open_response_function_cb : NULL;
+    return 0;
+#else
+    (void)cb; (void)on; (void)_channel_open_response_function_cb;
+    return -1;
+#endif
+}
+"""
+
+
+def _pkg_config(*args: str) -> list[str]:
+    out = subprocess.run(
+        ["pkg-config", *args, "libssh"], check=True, capture_output=True, text=True
+    ).stdout
+    return out.split()
+
+
+def _build_flags() -> dict[str, list[str]]:
+    """Include/library flags for the selected libssh, or exit with an actionable message."""
+    prefix = os.environ.get("PYLIBSSH_LIBSSH_PREFIX")
+    if prefix:
+        prefix = os.path.abspath(prefix)
+        include = os.path.join(prefix, "include")
+        libdir = os.path.join(prefix, "lib")
+        if not os.path.exists(os.path.join(include, "libssh", "libssh.h")):
+            sys.exit(
+                f"pylibssh_server: PYLIBSSH_LIBSSH_PREFIX={prefix} has no include/libssh/libssh.h;"
+                " build it first (make -C vendor) or unset the variable."
+            )
+        return {
+            "include_dirs": [include],
+            "library_dirs": [libdir],
+            "libraries": ["ssh"],
+            "extra_link_args": [f"-Wl,-rpath,{libdir}"],
+        }
+    flags: dict[str, list[str]] = {"include_dirs": [], "library_dirs": [], "libraries": ["ssh"]}
+    if shutil.which("pkg-config"):
+        try:
+            for flag in _pkg_config("--cflags"):
+                if flag.startswith("-I"):
+                    flags["include_dirs"].append(flag[2:])
+            for flag in _pkg_config("--libs"):
+                if flag.startswith("-L"):
+                    flags["library_dirs"].append(flag[2:])
+        except subprocess.CalledProcessError:
+            sys.exit(MISSING_HEADERS)
+    candidates = [*flags["include_dirs"], "/usr/include", "/usr/local/include"]
+    extra = sysconfig.get_config_var("INCLUDEDIR")
+    if extra:
+        candidates.append(extra)
+    if not any(os.path.exists(os.path.join(d, "libssh", "libssh.h")) for d in candidates):
+        sys.exit(MISSING_HEADERS)
+    return flags
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF_LIBSSH + CDEF_SHIMS + CDEF_TRAMPOLINES)
+ffibuilder.set_source(
+    "pylibssh_server._libssh",
+    C_SOURCE,
+    # The deprecated message getters (password, pubkey) are the only way to read those fields
+    # in the message callback on every version.
+    extra_compile_args=["-Wno-deprecated-declarations"],
+    **_build_flags(),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

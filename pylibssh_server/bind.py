@@ -1,0 +1,320 @@
+# SPDX-License-Identifier: MIT
+"""``Bind``: a listening SSH server endpoint (``ssh_bind``) and the ``listen`` loop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pylibssh_server._ffi import ffi, lib, set_log_level
+from pylibssh_server._handle import Handle
+from pylibssh_server.enums import AuthMethod, LogLevel
+from pylibssh_server.errors import LibSSHError, check_rc, get_error
+from pylibssh_server.keys import PathLike, SshKey
+from pylibssh_server.session import Session
+
+__all__ = ["Bind", "listen"]
+
+logger = logging.getLogger("pylibssh_server")
+
+SessionHandler = Callable[[Session], Any]
+
+
+class Bind(Handle):
+    """A listening server (``ssh_bind_new`` + options), bound and listening at construction.
+
+    The listening socket is our own (a real backlog; libssh's ``ssh_bind_listen`` hard-codes
+    10), and accepted sockets get ``TCP_NODELAY`` (libssh 0.10 leaves Nagle on, which costs
+    ~40 ms per request/response) before ``ssh_bind_accept_fd`` hands them to libssh.
+
+    Args:
+        host: address to listen on (default loopback).
+        port: TCP port; 0 picks a free one (read it back from :attr:`port`).
+        hostkey: path of a private host key file (``SSH_BIND_OPTIONS_HOSTKEY``).
+        key: an :class:`SshKey` host key; the bind imports its own copy
+            (``SSH_BIND_OPTIONS_IMPORT_KEY`` with ``ssh_key_dup``, freed by ``ssh_bind_free``).
+        auth_methods: methods advertised to every accepted session.
+        log_verbosity: libssh log level (routed to the ``pylibssh_server.libssh`` logger).
+        ciphers, kex, macs, hostkey_algorithms, pubkey_accepted_types: comma lists.
+        banner: the suffix of the server's identification string (``SSH-2.0-<banner>``).
+        backlog: the listen backlog.
+        message_callback: installed on every accepted session
+            (see :meth:`Session.set_message_callback`).
+
+    Raises:
+        ValueError: no host key, or an invalid option value.
+        OSError: the address cannot be bound (e.g. the port is in use); the message says so.
+        LibSSHError: libssh refused an option or key.
+    """
+
+    _kind = "Bind"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        hostkey: PathLike | None = None,
+        key: SshKey | None = None,
+        auth_methods: AuthMethod | int | None = None,
+        log_verbosity: LogLevel | int | None = None,
+        ciphers: str | None = None,
+        kex: str | None = None,
+        macs: str | None = None,
+        hostkey_algorithms: str | None = None,
+        pubkey_accepted_types: str | None = None,
+        banner: str | None = None,
+        backlog: int = 128,
+        message_callback: Callable[..., Any] | None = None,
+    ) -> None:
+        if hostkey is None and key is None:
+            raise ValueError("Bind needs a host key: pass key=SshKey.generate() or "
+                             "hostkey='/path/to/private_key'")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"port must be 0..65535, not {port}")
+        ptr = lib.ssh_bind_new()
+        if ptr == ffi.NULL:
+            raise LibSSHError("ssh_bind_new returned NULL", function="ssh_bind_new")
+        super().__init__(ptr)
+        self.host = host
+        self.auth_methods = auth_methods
+        self.message_callback = message_callback
+        self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closing = False
+        self._accept_idle = threading.Event()
+        self._accept_idle.set()
+        self._threads: set[threading.Thread] = set()
+        try:
+            if log_verbosity is not None:
+                set_log_level(int(log_verbosity))
+            # A system-wide libssh_server_config must not change this server.
+            self._set_option(lib.SSH_BIND_OPTIONS_PROCESS_CONFIG, ffi.new("bool *", False),
+                             "PROCESS_CONFIG")
+            self._set_option(lib.SSH_BIND_OPTIONS_BINDADDR, host.encode(), "BINDADDR")
+            if hostkey is not None:
+                path = os.fspath(hostkey)
+                if not os.path.isfile(path):
+                    raise ValueError(f"host key file not found: {path}")
+                self._set_option(lib.SSH_BIND_OPTIONS_HOSTKEY, path.encode(), "HOSTKEY",
+                                 hint=f"cannot load host key {path} (not a private key?)")
+            if key is not None:
+                if not key.is_private:
+                    raise ValueError("the host key must be a private key")
+                dup = lib.ssh_key_dup(key._c)
+                rc = lib.ssh_bind_options_set(ptr, lib.SSH_BIND_OPTIONS_IMPORT_KEY, dup)
+                if rc != lib.SSH_OK:
+                    lib.ssh_key_free(dup)  # only adopted on success
+                    check_rc(rc, ptr, "ssh_bind_options_set(SSH_BIND_OPTIONS_IMPORT_KEY)")
+            for value, option, name in (
+                (ciphers, lib.SSH_BIND_OPTIONS_CIPHERS_C_S, "CIPHERS_C_S"),
+                (ciphers, lib.SSH_BIND_OPTIONS_CIPHERS_S_C, "CIPHERS_S_C"),
+                (kex, lib.SSH_BIND_OPTIONS_KEY_EXCHANGE, "KEY_EXCHANGE"),
+                (macs, lib.SSH_BIND_OPTIONS_HMAC_C_S, "HMAC_C_S"),
+                (macs, lib.SSH_BIND_OPTIONS_HMAC_S_C, "HMAC_S_C"),
+                (hostkey_algorithms, lib.SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS,
+                 "HOSTKEY_ALGORITHMS"),
+                (pubkey_accepted_types, lib.SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES,
+                 "PUBKEY_ACCEPTED_KEY_TYPES"),
+                (banner, lib.SSH_BIND_OPTIONS_BANNER, "BANNER"),
+            ):
+                if value is not None:
+                    self._set_option(option, value.encode(), name,
+                                     hint=f"invalid {name.lower()} value {value!r}")
+            self._sock = self._listen_socket(host, int(port), backlog)
+            self.port: int = self._sock.getsockname()[1]
+            self._set_option(lib.SSH_BIND_OPTIONS_BINDPORT, ffi.new("int *", self.port),
+                             "BINDPORT")
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_option(self, option: int, value: Any, name: str, hint: str = "") -> None:
+        rc = lib.ssh_bind_options_set(self._c, option, value)
+        if rc != lib.SSH_OK:
+            detail = get_error(self._c)
+            message = f"ssh_bind_options_set(SSH_BIND_OPTIONS_{name}) failed"
+            if hint:
+                message += f": {hint}"
+            if detail:
+                message += f" ({detail})"
+            raise LibSSHError(message, function="ssh_bind_options_set", code=rc)
+
+    @staticmethod
+    def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve listen address {host!r}: "
+                                               f"{exc.strerror}") from None
+        family, socktype, proto, _, address = infos[0]
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: the port is already "
+                                         "in use (stop the other server, or use port=0 for a "
+                                         "free port)") from None
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.setblocking(False)
+        return sock
+
+    @property
+    def is_open(self) -> bool:
+        """True until ``close()``."""
+        return self._ptr is not None and not self._closing
+
+    @property
+    def fd(self) -> int:
+        """The listening socket's fd (ours, not libssh's)."""
+        if self._sock is None:
+            raise ValueError("Bind is closed")
+        return self._sock.fileno()
+
+    def get_error(self) -> str:
+        """libssh's last error message for this bind (``ssh_get_error``)."""
+        with self._lock:
+            return get_error(self._c)
+
+    def set_message_callback(self, callback: Callable[..., Any] | None) -> None:
+        """Install ``callback`` as the message callback of every session accepted from now."""
+        self.message_callback = callback
+
+    # ---- accepting ----------------------------------------------------------------------
+    def accept(self, timeout: float | None = None) -> Session | None:
+        """Wait for a client and return its new :class:`Session` (``ssh_bind_accept_fd``).
+
+        Returns None on timeout or when the bind is closed meanwhile.  The caller owns the
+        session (close it, or use it as a context manager).
+        """
+        if self._closing or self._sock is None:
+            raise ValueError("Bind is closed")
+        self._accept_idle.clear()
+        try:
+            if self._closing or self._sock is None:
+                return None
+            poller = select.poll()
+            poller.register(self._sock.fileno(), select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+            if self._closing or not any(fd == self._sock.fileno() for fd, _ in ready):
+                return None
+            try:
+                conn, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return None
+        finally:
+            self._accept_idle.set()
+        return self._adopt(conn, address)
+
+    def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
+        conn.setblocking(True)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = Session()
+        fd = conn.detach()
+        with self._lock:
+            if self._ptr is None:
+                os.close(fd)
+                session.close()
+                return None
+            rc = lib.ssh_bind_accept_fd(self._ptr, session._c, fd)
+            error = get_error(self._ptr) if rc != lib.SSH_OK else ""
+        if rc != lib.SSH_OK:
+            # The fd is the session's only if libssh installed it before failing.
+            if session.fd != fd:
+                os.close(fd)
+            session.close()
+            logger.warning("ssh_bind_accept_fd failed for %s: %s", address, error)
+            return None
+        session.peer = (address[0], address[1])
+        if self.auth_methods is not None:
+            session.set_auth_methods(self.auth_methods)
+        if self.message_callback is not None:
+            session.set_message_callback(self.message_callback)
+        return session
+
+    def listen(self, handler: SessionHandler, *, wait: bool = True) -> None:
+        """Accept clients until the bind is closed, running ``handler(session)`` for each in
+        its own thread; the session is closed when the handler returns.
+
+        ``close()`` from another thread ends the loop at once (no busy polling: the accept
+        wait includes a wake-up pipe).  With ``wait`` the call then joins the handler
+        threads, which should end once their sessions are closed or disconnected.
+        """
+        try:
+            while not self._closing:
+                session = self.accept()
+                if session is None:
+                    continue
+                thread = threading.Thread(target=self._run_handler, args=(handler, session),
+                                          name=f"pylibssh-session-{session.peer}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
+        finally:
+            if wait:
+                for thread in list(self._threads):
+                    thread.join()
+
+    def _run_handler(self, handler: SessionHandler, session: Session) -> None:
+        try:
+            handler(session)
+        except Exception:
+            logger.exception("session handler failed for %s", session.peer)
+        finally:
+            session.close()
+            self._threads.discard(threading.current_thread())
+
+    # ---- teardown -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop accepting, close the listening socket and free the bind (``ssh_bind_free``).
+
+        Idempotent and safe from any thread; a concurrent ``accept``/``listen`` returns.
+        """
+        if self._closing and self._ptr is None:
+            return
+        self._closing = True
+        try:
+            os.write(self._wake_w, b"\x01")
+        except OSError:
+            pass
+        # Let a concurrent accept() leave its poll before the socket fd goes away.
+        self._accept_idle.wait(5)
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            if ptr is not None:
+                lib.ssh_bind_free(ptr)
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._wake_r = self._wake_w = -1
+
+    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
+        raise AssertionError
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        port = getattr(self, "port", None)
+        return f"<Bind {state} {self.host}:{port}>"
+
+
+def listen(handler: SessionHandler, bind: Bind, *, wait: bool = True) -> None:
+    """Module-level spelling of :meth:`Bind.listen` (as LibSSH.jl's ``listen(handler, bind)``)."""
+    bind.listen(handler, wait=wait)

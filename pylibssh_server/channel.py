@@ -1,0 +1,321 @@
+# SPDX-License-Identifier: MIT
+"""``SshChannel``: an ``ssh_channel`` owned through its session, with ordered output."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from pylibssh_server._ffi import ffi, lib
+from pylibssh_server._handle import Handle
+from pylibssh_server.errors import LibSSHError, get_error
+
+if TYPE_CHECKING:
+    from pylibssh_server.callbacks import ChannelCallbacks
+    from pylibssh_server.session import Session
+
+__all__ = ["SshChannel"]
+
+_READ_CHUNK = 65536
+
+
+class SshChannel(Handle):
+    """A channel of a :class:`Session` (``ssh_channel_new`` ... ``ssh_channel_free``).
+
+    Output is ordered: ``write()``, ``send_eof()``, ``send_exit_status()``/``_signal()`` and
+    ``close()`` take effect in the order they were called.  Data the peer's window cannot take
+    yet stays queued in Python (``pending_bytes``) and is sent as the window opens, on every
+    ``SessionEvent.dopoll``; control messages queued behind it wait for it, so no byte is lost
+    and the exit status always follows the output.
+
+    The channel shares its session's lock (libssh channels are not thread-safe apart from
+    their session).  ``ssh_disconnect``/``ssh_free`` free every channel, so the session
+    invalidates its ``SshChannel`` objects first; after that any use raises ``ValueError``.
+    """
+
+    _kind = "SshChannel"
+
+    def __init__(self, session: Session, ptr: Any = None, *, owning: bool = True) -> None:
+        with session._lock:
+            if ptr is None:
+                ptr = lib.ssh_channel_new(session._c)
+                if ptr == ffi.NULL:
+                    raise LibSSHError(f"ssh_channel_new returned NULL: {get_error(session._c)}",
+                                      function="ssh_channel_new")
+            super().__init__(ptr, owning=owning, lock=session._lock)
+            self._session = session
+            self._callbacks: ChannelCallbacks | None = None
+            self._queue: deque[tuple[str, Any]] = deque()
+            self._pending = 0
+            self._closing = False
+            self._eof_queued = False
+            self._remote_eof = False
+            self._remote_closed = False
+            self.write_error: str | None = None
+            session._register_channel(self)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _live(self) -> Any:
+        """The pointer for a user call: refuses a closed or closing channel."""
+        if self._closing or self._ptr is None:
+            raise ValueError("SshChannel is closed")
+        return self._ptr
+
+    @property
+    def session(self) -> Session:
+        """The session this channel belongs to."""
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called or the session freed the channel."""
+        return self._closing or self._ptr is None
+
+    # ---- callbacks ----------------------------------------------------------------------
+    def set_callbacks(self, callbacks: ChannelCallbacks) -> None:
+        """Attach ``callbacks`` (``ssh_set_channel_callbacks``); the channel keeps them alive
+        until it is freed (they are removed with ``ssh_remove_channel_callbacks`` first)."""
+        with self._lock:
+            ptr = self._live()
+            if self._callbacks is not None:
+                raise ValueError("this SshChannel already has callbacks")
+            callbacks._attach(self)
+            rc = lib.ssh_set_channel_callbacks(ptr, callbacks._struct)
+            if rc != lib.SSH_OK:
+                raise LibSSHError("ssh_set_channel_callbacks failed",
+                                  function="ssh_set_channel_callbacks", code=rc)
+            self._callbacks = callbacks
+
+    # ---- output -------------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview, stderr: bool = False) -> int:
+        """Queue ``data`` (stdout, or stderr as extended data) and send what the window allows.
+
+        Wraps ``ssh_channel_write``/``ssh_channel_write_stderr``, handling partial writes and a
+        zero window: the rest is sent by later polls.
+
+        Returns:
+            The number of bytes accepted (always ``len(data)``).
+
+        Raises:
+            ValueError: the channel is closed or EOF was already sent.
+        """
+        with self._lock:
+            self._live()
+            if self._eof_queued:
+                raise ValueError("cannot write to an SshChannel after send_eof()")
+            if self.write_error is not None:
+                raise LibSSHError(f"channel write failed earlier: {self.write_error}",
+                                  function="ssh_channel_write")
+            if data:
+                self._queue.append(("stderr" if stderr else "data", memoryview(bytes(data))))
+                self._pending += len(data)
+                self._flush()
+            return len(data)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted by ``write()`` that libssh has not taken yet (window full)."""
+        return self._pending
+
+    def send_eof(self) -> None:
+        """Send EOF after the queued output (``ssh_channel_send_eof``)."""
+        with self._lock:
+            self._live()
+            if not self._eof_queued:
+                self._eof_queued = True
+                self._queue.append(("eof", None))
+                self._flush()
+
+    def send_exit_status(self, status: int) -> None:
+        """Send "exit-status" after the queued output
+        (``ssh_channel_request_send_exit_status``)."""
+        with self._lock:
+            self._live()
+            self._queue.append(("exit_status", int(status)))
+            self._flush()
+
+    def send_exit_signal(
+        self, signal: str, core: bool = False, errmsg: str = "", lang: str = ""
+    ) -> None:
+        """Send "exit-signal" (name without ``SIG``) after the queued output
+        (``ssh_channel_request_send_exit_signal``)."""
+        if signal.upper().startswith("SIG"):
+            signal = signal[3:]
+        with self._lock:
+            self._live()
+            self._queue.append(("exit_signal", (signal, core, errmsg, lang)))
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send queued items in order while libssh takes them (session lock held)."""
+        ptr = self._ptr
+        if ptr is None:
+            return
+        session = self._session
+        queue = self._queue
+        while queue:
+            kind, value = queue[0]
+            if kind in ("data", "stderr"):
+                if session._blocking:
+                    # libssh waits for window space itself (bounded by the session timeout).
+                    chunk = value
+                else:
+                    window = lib.ssh_channel_window_size(ptr)
+                    if window == 0:
+                        return
+                    chunk = value[: min(len(value), window, 1 << 20)]
+                session._enter()
+                try:
+                    if kind == "data":
+                        n = lib.ssh_channel_write(ptr, ffi.from_buffer(chunk), len(chunk))
+                    else:
+                        n = lib.ssh_channel_write_stderr(ptr, ffi.from_buffer(chunk),
+                                                         len(chunk))
+                finally:
+                    session._depth -= 1  # no re-raise here: the outer driving call does it
+                    if session._depth == 0:
+                        session._driver = None
+                if n < 0:
+                    self.write_error = get_error(session._ptr) or f"rc={n}"
+                    self._pending = 0
+                    queue.clear()
+                    return
+                self._pending -= n
+                if n < len(value):
+                    queue[0] = (kind, value[n:])
+                    if n == 0:
+                        return
+                    continue
+            elif kind == "eof":
+                lib.ssh_channel_send_eof(ptr)
+            elif kind == "exit_status":
+                lib.ssh_channel_request_send_exit_status(ptr, value)
+            elif kind == "exit_signal":
+                signal, core, errmsg, lang = value
+                lib.ssh_channel_request_send_exit_signal(
+                    ptr, signal.encode(), 1 if core else 0, errmsg.encode(), lang.encode())
+            elif kind == "close":
+                queue.clear()
+                self._free_now()
+                return
+            queue.popleft()
+
+    # ---- input --------------------------------------------------------------------------
+    def read_nonblocking(self, size: int = _READ_CHUNK, stderr: bool = False) -> bytes:
+        """Read what is buffered, without waiting (``ssh_channel_read_nonblocking``).
+
+        Returns ``b""`` when nothing is there (check ``is_eof`` for end of input).  This polls
+        the session, so callbacks may run; exceptions from them are re-raised here.
+        """
+        buf = ffi.new("char[]", size)
+        session = self._session
+        with self._lock:
+            ptr = self._live()
+            session._enter()
+            try:
+                n = lib.ssh_channel_read_nonblocking(ptr, buf, size, 1 if stderr else 0)
+            finally:
+                session._exit()
+        if n == lib.SSH_EOF:
+            self._remote_eof = True
+            return b""
+        if n < 0:
+            raise LibSSHError(f"ssh_channel_read_nonblocking failed (rc={n})",
+                              function="ssh_channel_read_nonblocking", code=n)
+        return ffi.buffer(buf, n)[:]
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """True if not closed here and libssh reports it open (``ssh_channel_is_open``)."""
+        with self._lock:
+            if self.closed:
+                return False
+            return bool(lib.ssh_channel_is_open(self._ptr))
+
+    @property
+    def is_eof(self) -> bool:
+        """True once the peer sent EOF and the buffer is drained (``ssh_channel_is_eof``)."""
+        with self._lock:
+            if self._ptr is None:
+                return True
+            return self._remote_eof or bool(lib.ssh_channel_is_eof(self._ptr))
+
+    @property
+    def remote_closed(self) -> bool:
+        """True once the peer sent CHANNEL_CLOSE."""
+        return self._remote_closed
+
+    @property
+    def window_size(self) -> int:
+        """The peer's remaining window in bytes (``ssh_channel_window_size``)."""
+        with self._lock:
+            return int(lib.ssh_channel_window_size(self._live()))
+
+    # ---- teardown -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel after its queued output, then free it; idempotent.
+
+        Sends CLOSE (``ssh_channel_close``) once the queue is drained, then frees the channel
+        (``ssh_remove_channel_callbacks`` first, then ``ssh_channel_free``).  Inside a callback
+        the free is deferred until the driving call returns.  Further use raises
+        ``ValueError``.
+        """
+        if not self._owning:
+            raise ValueError("cannot close a borrowed SshChannel")
+        with self._lock:
+            if self._closing or self._ptr is None:
+                return
+            self._closing = True
+            self._queue.append(("close", None))
+            if self._session._in_callback():
+                # Freeing now would pull the callback list from under libssh's dispatcher.
+                return
+            self._flush()
+
+    def abort(self) -> None:
+        """Drop queued output and close now (deferred inside a callback)."""
+        with self._lock:
+            if self._ptr is None:
+                return
+            self._queue.clear()
+            self._pending = 0
+            self._closing = True
+            self._queue.append(("close", None))
+            if not self._session._in_callback():
+                self._flush()
+
+    def _defer_close(self) -> None:
+        self._session._defer(self.abort)
+
+    def _free_now(self) -> None:
+        ptr, self._ptr = self._ptr, None
+        if ptr is None:
+            return
+        self._closing = True
+        if self._callbacks is not None:
+            lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
+        lib.ssh_channel_close(ptr)
+        lib.ssh_channel_free(ptr)
+        self._session._forget_channel(self)
+        # libssh 0.10 keeps a freed channel (without our callbacks) until the peer's CLOSE;
+        # the struct itself was unlinked above, so it can go.
+        self._callbacks = None
+
+    def _session_gone(self) -> None:
+        """The session is about to free every channel: forget the pointer."""
+        self._ptr = None
+        self._closing = True
+        self._queue.clear()
+        self._pending = 0
+
+    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
+        raise AssertionError
+
+    def __del__(self) -> None:
+        # Channels belong to their session, which frees them; no ResourceWarning here.
+        pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<SshChannel {state} pending={self._pending}>"

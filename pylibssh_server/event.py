@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: MIT
+"""``SessionEvent``: one ``ssh_event`` driving exactly one session, plus extra fds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pylibssh_server._ffi import ffi, lib
+from pylibssh_server._handle import Handle
+from pylibssh_server.errors import LibSSHError
+
+if TYPE_CHECKING:
+    from pylibssh_server.session import Session
+
+__all__ = ["POLLERR", "POLLHUP", "POLLIN", "POLLOUT", "SessionEvent"]
+
+POLLIN = lib.POLLIN
+POLLOUT = lib.POLLOUT
+POLLERR = lib.POLLERR
+POLLHUP = lib.POLLHUP
+
+FdHandler = Callable[[int, int], Any]
+
+
+class _FdRegistration:
+    """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
+
+    def __init__(self, event: SessionEvent, fd: int, handler: FdHandler) -> None:
+        self.event = event
+        self.fd = fd
+        self.handler = handler
+        self.handle = ffi.new_handle(self)
+        self.active = True
+
+    def fire(self, fd: int, revents: int) -> None:
+        if not self.active:
+            return
+        session = self.event._session
+        try:
+            self.handler(fd, revents)
+        except BaseException as exc:  # noqa: BLE001 - re-raised from dopoll()
+            if session is not None:
+                session._record_exception(exc, f"fd handler for {fd}")
+
+
+class SessionEvent(Handle):
+    """One ``ssh_event`` with one session in it (``ssh_event_new`` + ``ssh_event_add_session``).
+
+    ``dopoll()`` waits for the session's socket and every fd added with :meth:`add_fd`, and
+    runs their callbacks on the calling thread.  The session's wake-up pipe is in the event
+    too, so ``session.close()`` or ``session.wakeup()`` from another thread ends a wait at
+    once.  The event is owned by the session from construction: closing the session closes
+    the event first (``ssh_event_remove_session`` before ``ssh_event_free``).
+
+    Args:
+        session: a session whose key exchange has started (libssh only has a poll context
+            for it from the first ``ssh_handle_key_exchange`` call on).
+    """
+
+    _kind = "SessionEvent"
+
+    def __init__(self, session: Session) -> None:
+        with session._lock:
+            sptr = session._c
+            if session._event is not None:
+                raise ValueError("this Session already has a SessionEvent")
+            ptr = lib.ssh_event_new()
+            if ptr == ffi.NULL:
+                raise LibSSHError("ssh_event_new returned NULL", function="ssh_event_new")
+            super().__init__(ptr, lock=session._lock)
+            self._session: Session | None = session
+            self._fds: dict[int, _FdRegistration] = {}
+            self._removals: list[int] = []
+            wake = _FdRegistration(self, session._wake_r, lambda fd, ev: session._drain_wakeups())
+            if lib.ssh_event_add_fd(ptr, session._wake_r, POLLIN, lib._event_fd_cb,
+                                    wake.handle) != lib.SSH_OK:
+                lib.ssh_event_free(ptr)
+                self._ptr = None
+                raise LibSSHError("ssh_event_add_fd failed for the wake-up pipe",
+                                  function="ssh_event_add_fd")
+            self._wake = wake
+            if lib.ssh_event_add_session(ptr, sptr) != lib.SSH_OK:
+                lib.ssh_event_remove_fd(ptr, session._wake_r)
+                lib.ssh_event_free(ptr)
+                self._ptr = None
+                raise LibSSHError(
+                    "ssh_event_add_session failed: call session.handle_key_exchange() first "
+                    "(libssh has no poll context for a session before its key exchange starts)",
+                    function="ssh_event_add_session")
+            session._event = self
+
+    @property
+    def session(self) -> Session | None:
+        """The session in this event, or None once closed."""
+        return self._session
+
+    @property
+    def is_assigned(self) -> bool:
+        """True while the event holds its session."""
+        return self._session is not None and self._ptr is not None
+
+    def add_fd(self, fd: int, handler: FdHandler, events: int = POLLIN) -> None:
+        """Poll ``fd`` too (``ssh_event_add_fd``); ``handler(fd, revents)`` runs in ``dopoll``.
+
+        The fd stays yours: remove it (:meth:`remove_fd`) before closing it.
+        """
+        with self._lock:
+            ptr = self._c
+            if fd in self._fds:
+                raise ValueError(f"fd {fd} is already in this SessionEvent")
+            registration = _FdRegistration(self, fd, handler)
+            if lib.ssh_event_add_fd(ptr, fd, events, lib._event_fd_cb,
+                                    registration.handle) != lib.SSH_OK:
+                raise LibSSHError(f"ssh_event_add_fd failed for fd {fd}",
+                                  function="ssh_event_add_fd")
+            self._fds[fd] = registration
+
+    def remove_fd(self, fd: int) -> None:
+        """Stop polling ``fd`` (``ssh_event_remove_fd``); inside ``dopoll`` this takes effect
+        when the poll returns, and the handler is not called again meanwhile."""
+        with self._lock:
+            registration = self._fds.get(fd)
+            if registration is None or self._ptr is None:
+                return
+            registration.active = False
+            session = self._session
+            if session is not None and session._in_callback():
+                self._removals.append(fd)
+                session._defer(self._apply_removals)
+                return
+            self._remove_now(fd)
+
+    def _apply_removals(self) -> None:
+        removals, self._removals = self._removals, []
+        for fd in removals:
+            self._remove_now(fd)
+
+    def _remove_now(self, fd: int) -> None:
+        registration = self._fds.pop(fd, None)
+        if registration is not None and self._ptr is not None:
+            lib.ssh_event_remove_fd(self._ptr, fd)
+
+    @property
+    def fds(self) -> list[int]:
+        """The extra fds currently polled."""
+        return [fd for fd, reg in self._fds.items() if reg.active]
+
+    def dopoll(self, timeout: float | None = None) -> int:
+        """Poll once and dispatch callbacks (``ssh_event_dopoll``).
+
+        Args:
+            timeout: seconds to wait at most; None waits until something happens (a wake-up
+                from another thread included).
+
+        Returns:
+            ``SSH_OK`` (0) if events were handled, ``SSH_AGAIN`` (-2) on timeout,
+            ``SSH_ERROR`` (-1) if libssh reports an error (e.g. the socket closed).
+
+        Raises:
+            ValueError: the event or its session is closed.
+            Exception: the first exception a callback raised during this poll.
+        """
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        session = self._session
+        if session is None:
+            raise ValueError("SessionEvent is closed")
+        if session._close_requested and not session._in_callback():
+            # Let the closing thread take the lock instead of racing it for another poll.
+            session._closed_event.wait(0.5)
+        with self._lock:
+            ptr = self._c
+            session._enter()
+            try:
+                rc = lib.ssh_event_dopoll(ptr, ms)
+            finally:
+                session._exit()
+        return int(rc)
+
+    def _detach(self) -> None:
+        """Remove every fd and the session, then free the event (session lock held)."""
+        ptr, self._ptr = self._ptr, None
+        session, self._session = self._session, None
+        if ptr is None:
+            return
+        for fd in list(self._fds):
+            lib.ssh_event_remove_fd(ptr, fd)
+        self._fds.clear()
+        if session is not None:
+            lib.ssh_event_remove_fd(ptr, session._wake_r)
+            if session._ptr is not None:
+                # ssh_event_free hands back only the first session's poll handle.
+                lib.ssh_event_remove_session(ptr, session._ptr)
+            session._event = None
+        lib.ssh_event_free(ptr)
+
+    def close(self, unsafe: bool = False) -> None:
+        """Remove the session and every fd, then free the event; idempotent.
+
+        Inside a callback the close is deferred until ``dopoll`` returns.  ``unsafe`` exists
+        for LibSSH.jl parity and changes nothing: removing the session first is always done
+        while the session is alive, and skipped once it is gone.
+        """
+        session = self._session
+        if session is None or self._ptr is None:
+            return
+        if session._in_callback():
+            session._defer(self.close)
+            return
+        session._close_requested = True
+        session.wakeup()
+        try:
+            with self._lock:
+                self._detach()
+        finally:
+            session._close_requested = False
+
+    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
+        raise AssertionError
+
+    def __del__(self) -> None:
+        # Owned by its session, which closes it.
+        pass
+
+
+def make_nonblocking(fd: int) -> None:
+    """Set ``O_NONBLOCK`` on ``fd`` (for pipes and sockets polled in a ``SessionEvent``)."""
+    os.set_blocking(fd, False)

@@ -1,0 +1,381 @@
+# SPDX-License-Identifier: MIT
+"""``SshKey``: an owned ``ssh_key`` (generate, import, export, compare, fingerprint).
+
+Also parses OpenSSH ``authorized_keys`` files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any, Union
+
+from pylibssh_server._ffi import ffi, lib
+from pylibssh_server._handle import Handle
+from pylibssh_server.enums import KeyType
+from pylibssh_server.errors import SshKeyError
+
+__all__ = ["SshKey", "parse_authorized_keys"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_GENERATE_TYPES = {
+    "ed25519": (lib.SSH_KEYTYPE_ED25519, 0),
+    "ssh-ed25519": (lib.SSH_KEYTYPE_ED25519, 0),
+    "rsa": (lib.SSH_KEYTYPE_RSA, 3072),
+    "ssh-rsa": (lib.SSH_KEYTYPE_RSA, 3072),
+    "ecdsa": (lib.SSH_KEYTYPE_ECDSA_P256, 256),
+    "ecdsa-p256": (lib.SSH_KEYTYPE_ECDSA_P256, 256),
+    "ecdsa-sha2-nistp256": (lib.SSH_KEYTYPE_ECDSA_P256, 256),
+    "ecdsa-p384": (lib.SSH_KEYTYPE_ECDSA_P384, 384),
+    "ecdsa-sha2-nistp384": (lib.SSH_KEYTYPE_ECDSA_P384, 384),
+    "ecdsa-p521": (lib.SSH_KEYTYPE_ECDSA_P521, 521),
+    "ecdsa-sha2-nistp521": (lib.SSH_KEYTYPE_ECDSA_P521, 521),
+}
+_HASHES = {
+    "sha256": lib.SSH_PUBLICKEY_HASH_SHA256,
+    "sha1": lib.SSH_PUBLICKEY_HASH_SHA1,
+    "md5": lib.SSH_PUBLICKEY_HASH_MD5,
+}
+
+
+def _bytes(value: str | bytes | None) -> Any:
+    if value is None:
+        return ffi.NULL
+    return value.encode() if isinstance(value, str) else value
+
+
+def _take_string(out: Any) -> str:
+    """Copy a libssh-allocated ``char *`` and free it with ``ssh_string_free_char``."""
+    try:
+        return ffi.string(out[0]).decode()
+    finally:
+        lib.ssh_string_free_char(out[0])
+
+
+class SshKey(Handle):
+    """An owned ``ssh_key`` (public, or private with its public half).
+
+    Build one with the class methods; ``SshKey`` objects received in callbacks are borrowed
+    (``owning=False``) and only valid during the callback: :meth:`copy` keeps one.
+    """
+
+    _kind = "SshKey"
+
+    def __init__(self, ptr: Any, *, owning: bool = True, lock: threading.RLock | None = None):
+        super().__init__(ptr, owning=owning, lock=lock)
+
+    def _free(self, ptr: Any) -> None:
+        lib.ssh_key_free(ptr)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def generate(cls, type: str = "ed25519", bits: int | None = None) -> SshKey:  # noqa: A002
+        """Generate a new private key with ``ssh_pki_generate``.
+
+        Args:
+            type: ``"ed25519"`` (default), ``"rsa"``, ``"ecdsa"`` (P-256), ``"ecdsa-p384"``,
+                ``"ecdsa-p521"``.
+            bits: RSA modulus size (default 3072); for ECDSA it selects the curve.
+        """
+        try:
+            keytype, default_bits = _GENERATE_TYPES[type.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown key type {type!r}; choose from ed25519, rsa, ecdsa, ecdsa-p384, "
+                "ecdsa-p521"
+            ) from None
+        if keytype in (lib.SSH_KEYTYPE_ECDSA_P256, lib.SSH_KEYTYPE_ECDSA_P384,
+                       lib.SSH_KEYTYPE_ECDSA_P521) and bits is not None:
+            keytype = {256: lib.SSH_KEYTYPE_ECDSA_P256, 384: lib.SSH_KEYTYPE_ECDSA_P384,
+                       521: lib.SSH_KEYTYPE_ECDSA_P521}.get(bits, -1)
+            if keytype == -1:
+                raise ValueError("ECDSA bits must be 256, 384 or 521")
+        out = ffi.new("ssh_key *")
+        rc = lib.ssh_pki_generate(keytype, bits or default_bits, out)
+        if rc != lib.SSH_OK:
+            raise SshKeyError(f"ssh_pki_generate failed for {type!r} (bits={bits})",
+                              function="ssh_pki_generate", code=rc)
+        return cls(out[0])
+
+    @classmethod
+    def from_private_file(cls, path: PathLike, passphrase: str | None = None) -> SshKey:
+        """Import a private key file (OpenSSH or PEM) with ``ssh_pki_import_privkey_file``."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise SshKeyError(f"private key file not found: {path}",
+                              function="ssh_pki_import_privkey_file")
+        out = ffi.new("ssh_key *")
+        rc = lib.ssh_pki_import_privkey_file(
+            path.encode(), _bytes(passphrase), ffi.NULL, ffi.NULL, out
+        )
+        if rc != lib.SSH_OK:
+            raise SshKeyError(
+                f"cannot read private key {path}: not a valid key, or wrong/missing passphrase",
+                function="ssh_pki_import_privkey_file", code=rc,
+            )
+        return cls(out[0])
+
+    @classmethod
+    def from_private_base64(cls, text: str | bytes, passphrase: str | None = None) -> SshKey:
+        """Import a private key from its full text (with the BEGIN/END lines)."""
+        out = ffi.new("ssh_key *")
+        rc = lib.ssh_pki_import_privkey_base64(
+            _bytes(text), _bytes(passphrase), ffi.NULL, ffi.NULL, out
+        )
+        if rc != lib.SSH_OK:
+            raise SshKeyError(
+                "cannot import private key text: not a valid key, or wrong/missing passphrase",
+                function="ssh_pki_import_privkey_base64", code=rc,
+            )
+        return cls(out[0])
+
+    @classmethod
+    def from_public_base64(cls, b64: str | bytes, type: str | None = None) -> SshKey:  # noqa: A002
+        """Import a public key from its base64 blob (``type`` like ``"ssh-ed25519"``).
+
+        A whole ``authorized_keys``-style line ``"<type> <base64> [comment]"`` is accepted too.
+        """
+        text = b64.decode() if isinstance(b64, bytes) else b64
+        parts = text.split()
+        if type is None:
+            if len(parts) < 2:
+                raise ValueError("a public key needs its type: 'ssh-ed25519 AAAA...'")
+            type, blob = parts[0], parts[1]  # noqa: A001
+        else:
+            blob = parts[0] if parts else ""
+        keytype = lib.ssh_key_type_from_name(type.encode())
+        if keytype == lib.SSH_KEYTYPE_UNKNOWN:
+            raise SshKeyError(f"unknown public key type {type!r}",
+                              function="ssh_key_type_from_name")
+        out = ffi.new("ssh_key *")
+        rc = lib.ssh_pki_import_pubkey_base64(blob.encode(), keytype, out)
+        if rc != lib.SSH_OK:
+            raise SshKeyError(f"invalid {type} public key data",
+                              function="ssh_pki_import_pubkey_base64", code=rc)
+        return cls(out[0])
+
+    @classmethod
+    def from_public_file(cls, path: PathLike) -> SshKey:
+        """Import an OpenSSH ``.pub`` file with ``ssh_pki_import_pubkey_file``."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise SshKeyError(f"public key file not found: {path}",
+                              function="ssh_pki_import_pubkey_file")
+        out = ffi.new("ssh_key *")
+        rc = lib.ssh_pki_import_pubkey_file(path.encode(), out)
+        if rc != lib.SSH_OK:
+            raise SshKeyError(f"cannot read public key {path}",
+                              function="ssh_pki_import_pubkey_file", code=rc)
+        return cls(out[0])
+
+    # ---- export ------------------------------------------------------------------------
+    def to_private_file(self, path: PathLike, passphrase: str | None = None) -> None:
+        """Write the private key (mode 0600) with ``ssh_pki_export_privkey_file``."""
+        path = os.fspath(path)
+        with self._lock:
+            if not lib.ssh_key_is_private(self._c):
+                raise ValueError("this SshKey has no private part")
+            # Create the file 0600 first so the key is never readable by others, even briefly.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+            rc = lib.ssh_pki_export_privkey_file(
+                self._c, _bytes(passphrase), ffi.NULL, ffi.NULL, path.encode()
+            )
+        if rc != lib.SSH_OK:
+            raise SshKeyError(f"cannot write private key to {path}",
+                              function="ssh_pki_export_privkey_file", code=rc)
+
+    def to_private_base64(self, passphrase: str | None = None) -> str:
+        """Return the private key text with ``ssh_pki_export_privkey_base64``."""
+        out = ffi.new("char **")
+        with self._lock:
+            if not lib.ssh_key_is_private(self._c):
+                raise ValueError("this SshKey has no private part")
+            rc = lib.ssh_pki_export_privkey_base64(
+                self._c, _bytes(passphrase), ffi.NULL, ffi.NULL, out
+            )
+        if rc != lib.SSH_OK:
+            raise SshKeyError("cannot export private key",
+                              function="ssh_pki_export_privkey_base64", code=rc)
+        return _take_string(out)
+
+    @property
+    def public_base64(self) -> str:
+        """The public key blob in base64 (``ssh_pki_export_pubkey_base64``)."""
+        out = ffi.new("char **")
+        with self._lock:
+            rc = lib.ssh_pki_export_pubkey_base64(self._c, out)
+        if rc != lib.SSH_OK:
+            raise SshKeyError("cannot export public key",
+                              function="ssh_pki_export_pubkey_base64", code=rc)
+        return _take_string(out)
+
+    def authorized_key_line(self, comment: str = "") -> str:
+        """Return ``"<type> <base64> [comment]"`` as in ``authorized_keys`` and ``.pub`` files."""
+        line = f"{self.type_name} {self.public_base64}"
+        return f"{line} {comment}" if comment else line
+
+    def to_public_file(self, path: PathLike, comment: str = "") -> None:
+        """Write an OpenSSH ``.pub`` file."""
+        with open(os.fspath(path), "w", encoding="ascii") as f:
+            f.write(self.authorized_key_line(comment) + "\n")
+
+    def public_key(self) -> SshKey:
+        """Return a new owned public-only key (``ssh_pki_export_privkey_to_pubkey``)."""
+        out = ffi.new("ssh_key *")
+        with self._lock:
+            rc = lib.ssh_pki_export_privkey_to_pubkey(self._c, out)
+        if rc != lib.SSH_OK:
+            raise SshKeyError("cannot derive the public key",
+                              function="ssh_pki_export_privkey_to_pubkey", code=rc)
+        return SshKey(out[0])
+
+    def copy(self) -> SshKey:
+        """Return an owned duplicate (``ssh_key_dup``); use it to keep a borrowed key."""
+        with self._lock:
+            ptr = lib.ssh_key_dup(self._c)
+        if ptr == ffi.NULL:
+            raise SshKeyError("ssh_key_dup failed", function="ssh_key_dup")
+        return SshKey(ptr)
+
+    # ---- properties --------------------------------------------------------------------
+    @property
+    def type(self) -> KeyType | int:
+        """The key type (``ssh_key_type``)."""
+        with self._lock:
+            value = lib.ssh_key_type(self._c)
+        try:
+            return KeyType(value)
+        except ValueError:
+            return value
+
+    @property
+    def type_name(self) -> str:
+        """The SSH name of the key type, e.g. ``"ssh-ed25519"`` (``ssh_key_type_to_char``)."""
+        with self._lock:
+            name = lib.ssh_key_type_to_char(lib.ssh_key_type(self._c))
+        return ffi.string(name).decode() if name != ffi.NULL else "unknown"
+
+    @property
+    def is_private(self) -> bool:
+        """True if the key has its private part (``ssh_key_is_private``)."""
+        with self._lock:
+            return bool(lib.ssh_key_is_private(self._c))
+
+    @property
+    def is_public(self) -> bool:
+        """True if the key has a public part (``ssh_key_is_public``)."""
+        with self._lock:
+            return bool(lib.ssh_key_is_public(self._c))
+
+    def fingerprint(self, hash: str = "sha256") -> str:  # noqa: A002
+        """Return the fingerprint as ``ssh-keygen -l`` prints it, e.g. ``"SHA256:..."``.
+
+        Wraps ``ssh_get_publickey_hash`` and ``ssh_get_fingerprint_hash``.
+        """
+        try:
+            hash_type = _HASHES[hash.lower()]
+        except KeyError:
+            raise ValueError("hash must be 'sha256', 'sha1' or 'md5'") from None
+        out = ffi.new("unsigned char **")
+        length = ffi.new("size_t *")
+        with self._lock:
+            rc = lib.ssh_get_publickey_hash(self._c, hash_type, out, length)
+        if rc != 0:
+            raise SshKeyError("ssh_get_publickey_hash failed",
+                              function="ssh_get_publickey_hash", code=rc)
+        try:
+            text = lib.ssh_get_fingerprint_hash(hash_type, out[0], length[0])
+            if text == ffi.NULL:
+                raise SshKeyError("ssh_get_fingerprint_hash failed",
+                                  function="ssh_get_fingerprint_hash")
+            try:
+                return ffi.string(text).decode()
+            finally:
+                lib.ssh_string_free_char(text)
+        finally:
+            lib.ssh_clean_pubkey_hash(out)
+
+    def public_equals(self, other: SshKey) -> bool:
+        """Compare the public parts (``ssh_key_cmp(..., SSH_KEY_CMP_PUBLIC)``)."""
+        if self is other:
+            return True
+        with self._lock, other._lock:
+            return lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SshKey):
+            return NotImplemented
+        return self.public_equals(other)
+
+    def __hash__(self) -> int:
+        return hash(self.public_base64)
+
+    def __repr__(self) -> str:
+        if self._ptr is None:
+            return "<SshKey closed>"
+        kind = "private" if self.is_private else "public"
+        return f"<SshKey {self.type_name} {kind} {self.fingerprint()}>"
+
+
+def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey]:
+    """Parse an OpenSSH ``authorized_keys`` file (path), text, or iterable of lines.
+
+    Options before the key type (``from="..."``, ``command="..."``, ``no-pty`` ...) are
+    skipped, not enforced; comments and blank lines are ignored.  A malformed line raises
+    ``SshKeyError`` naming its line number.
+    """
+    if isinstance(source, (str, os.PathLike)) and "\n" not in os.fspath(source) and \
+            os.path.exists(os.fspath(source)):
+        with open(os.fspath(source), encoding="utf-8") as f:
+            lines: Iterable[str] = f.read().splitlines()
+    elif isinstance(source, str):
+        lines = source.splitlines()
+    else:
+        lines = list(source)  # type: ignore[arg-type]
+    keys: list[SshKey] = []
+    try:
+        for number, raw in enumerate(lines, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = _split_options(line)
+            for i, field in enumerate(fields):
+                if lib.ssh_key_type_from_name(field.encode()) != lib.SSH_KEYTYPE_UNKNOWN:
+                    if i + 1 >= len(fields):
+                        raise SshKeyError(f"authorized_keys line {number}: missing key data")
+                    try:
+                        keys.append(SshKey.from_public_base64(fields[i + 1], field))
+                    except SshKeyError as exc:
+                        raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
+                    break
+            else:
+                raise SshKeyError(f"authorized_keys line {number}: no known key type found")
+    except BaseException:
+        for key in keys:
+            key.close()
+        raise
+    return keys
+
+
+def _split_options(line: str) -> list[str]:
+    """Split on whitespace, keeping double-quoted option values (which may hold spaces) whole."""
+    fields: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+            current.append(ch)
+        elif ch in " \t" and not quoted:
+            if current:
+                fields.append("".join(current))
+                current = []
+        else:
+            current.append(ch)
+    if current:
+        fields.append("".join(current))
+    return fields

@@ -1,0 +1,462 @@
+# SPDX-License-Identifier: MIT
+"""``Session``: one owned ``ssh_session`` (a server-side connection) and what hangs off it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
+from pylibssh_server._handle import Handle
+from pylibssh_server.enums import AuthMethod, SessionStatus
+from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_rc, get_error
+
+if TYPE_CHECKING:
+    from pylibssh_server.callbacks import ServerCallbacks
+    from pylibssh_server.channel import SshChannel
+    from pylibssh_server.event import SessionEvent
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("pylibssh_server")
+
+MessageHook = Callable[..., Any]
+
+
+class Session(Handle):
+    """An owned ``ssh_session`` (``ssh_new`` ... ``ssh_disconnect``/``ssh_free``).
+
+    Accepted sessions come from :meth:`Bind.accept` or :meth:`Bind.listen`.  A session and
+    its channels are single-threaded in libssh, so every C call on them runs under this
+    session's ``RLock``; the thread driving it (``handle_key_exchange``/``dopoll``) holds the
+    lock during the call, and callbacks re-enter it on the same thread.
+
+    Anything that would free memory libssh is using (``close()``, ``disconnect()``, a channel
+    ``close()``) requested from inside a callback is queued and performed when the driving call
+    returns.  ``close()`` from another thread wakes the driving thread and takes over.
+
+    The session owns (and keeps alive until after ``ssh_free``): its ``ServerCallbacks``, the
+    message and global-request callback handles, its ``SshChannel`` objects and its
+    ``SessionEvent``.
+    """
+
+    _kind = "Session"
+
+    def __init__(self, ptr: Any = None, *, owning: bool = True) -> None:
+        if ptr is None:
+            ptr = lib.ssh_new()
+            if ptr == ffi.NULL:
+                raise LibSSHError("ssh_new returned NULL", function="ssh_new")
+        super().__init__(ptr, owning=owning)
+        self._channels: list[SshChannel] = []
+        self._server_callbacks: ServerCallbacks | None = None
+        self._self_handle = ffi.new_handle(self)
+        self._message_callback: tuple[MessageHook | None, Any] = (None, None)
+        self._global_request_callback: tuple[MessageHook | None, Any] = (None, None)
+        self._callbacks_struct: Any = None
+        self._event: SessionEvent | None = None
+        self._depth = 0
+        self._driver: int | None = None
+        self._pending_exc: BaseException | None = None
+        self._deferred: list[Callable[[], None]] = []
+        self._deferred_close = False
+        self._deferred_disconnect = False
+        self._close_requested = False
+        self._closed_event = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        #: True once an auth callback returned success (libssh has no public getter).
+        self.authenticated = False
+        #: The user name of the last authentication attempt (or the authenticated user).
+        self.user: str | None = None
+        #: ``(host, port)`` of the client, set by ``Bind.accept``.
+        self.peer: tuple[str, int] | None = None
+        self.auth_attempts = 0
+        self._kbdint_user: str | None = None
+        self._blocking = True
+
+    # ---- driving protocol ---------------------------------------------------------------
+    def _in_callback(self) -> bool:
+        """True if the calling thread is inside a libssh call on this session."""
+        return self._depth > 0 and self._driver == threading.get_ident()
+
+    def _enter(self) -> None:
+        """Begin a C call that may run callbacks (lock held by the caller)."""
+        if self._depth == 0:
+            self._driver = threading.get_ident()
+            ensure_thread_logging()
+        self._depth += 1
+
+    def _exit(self) -> None:
+        """End such a C call; the outermost one runs deferred work and re-raises."""
+        self._depth -= 1
+        if self._depth:
+            return
+        self._driver = None
+        self._run_deferred()
+        exc, self._pending_exc = self._pending_exc, None
+        if exc is not None:
+            raise exc
+
+    def _run_deferred(self) -> None:
+        # Deferred actions may queue more (a channel close can fire callbacks): bounded loop.
+        for _ in range(100):
+            if not self._deferred:
+                break
+            actions, self._deferred = self._deferred, []
+            for action in actions:
+                try:
+                    action()
+                except BaseException as exc:  # noqa: BLE001 - surfaces below
+                    self._record_exception(exc, "deferred action")
+        for channel in list(self._channels):
+            channel._flush()
+        if self._deferred_disconnect and self._ptr is not None:
+            self._deferred_disconnect = False
+            self._disconnect_now()
+        if self._deferred_close and self._ptr is not None:
+            self._deferred_close = False
+            self._close_now()
+
+    def _record_exception(self, exc: BaseException, where: str) -> None:
+        if self._pending_exc is None:
+            self._pending_exc = exc
+            logger.debug("exception in %s, re-raised from the driving call", where)
+        else:
+            logger.error("further exception in %s (first one is re-raised)", where,
+                         exc_info=exc)
+
+    def _defer(self, action: Callable[[], None]) -> None:
+        self._deferred.append(action)
+
+    def _note_auth(self, rc: int, user: str) -> None:
+        self.user = user
+        self.auth_attempts += 1
+        if rc == lib.SSH_AUTH_SUCCESS:
+            self.authenticated = True
+
+    def wakeup(self) -> None:
+        """Make a concurrent ``dopoll``/``handle_key_exchange`` return early (thread-safe)."""
+        try:
+            os.write(self._wake_w, b"\x01")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or closed
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # ---- options ------------------------------------------------------------------------
+    def set_blocking(self, blocking: bool) -> None:
+        """Switch blocking mode (``ssh_set_blocking``)."""
+        with self._lock:
+            lib.ssh_set_blocking(self._c, 1 if blocking else 0)
+            self._blocking = bool(blocking)
+
+    @property
+    def is_blocking(self) -> bool:
+        """``ssh_is_blocking``."""
+        with self._lock:
+            return bool(lib.ssh_is_blocking(self._c))
+
+    def set_timeout(self, seconds: float) -> None:
+        """Bound blocking libssh calls (``SSH_OPTIONS_TIMEOUT``/``_TIMEOUT_USEC``)."""
+        whole = int(seconds)
+        with self._lock:
+            check_rc(lib.ssh_options_set(self._c, lib.SSH_OPTIONS_TIMEOUT,
+                                         ffi.new("long *", whole)),
+                     self._c, "ssh_options_set(SSH_OPTIONS_TIMEOUT)")
+            check_rc(lib.ssh_options_set(self._c, lib.SSH_OPTIONS_TIMEOUT_USEC,
+                                         ffi.new("long *", int((seconds - whole) * 1e6))),
+                     self._c, "ssh_options_set(SSH_OPTIONS_TIMEOUT_USEC)")
+
+    def set_auth_methods(self, methods: AuthMethod | int) -> None:
+        """Set the methods advertised to the client (``ssh_set_auth_methods``).
+
+        libssh does not enforce this list: auth hooks must check the method themselves.
+        """
+        with self._lock:
+            lib.ssh_set_auth_methods(self._c, int(methods))
+
+    def set_disconnect_message(self, message: str) -> None:
+        """Reason text sent with DISCONNECT (``ssh_session_set_disconnect_message``)."""
+        with self._lock:
+            lib.ssh_session_set_disconnect_message(self._c, message.encode())
+
+    # ---- callbacks ----------------------------------------------------------------------
+    def set_server_callbacks(self, callbacks: ServerCallbacks) -> None:
+        """Install ``callbacks`` (``ssh_set_server_callbacks``); the session keeps them alive."""
+        with self._lock:
+            ptr = self._c
+            callbacks._attach(self)
+            check_rc(lib.ssh_set_server_callbacks(ptr, callbacks._struct), ptr,
+                     "ssh_set_server_callbacks")
+            self._server_callbacks = callbacks
+
+    def set_message_callback(self, callback: MessageHook | None, userdata: Any = None) -> None:
+        """Handle requests no server callback covers (``ssh_set_message_callback``).
+
+        ``callback(session, message: SshMessage, userdata) -> bool``: return True once you
+        replied; False/None lets libssh send its default (negative) reply.  The message is
+        borrowed: it is freed by libssh when the callback returns.
+        """
+        with self._lock:
+            ptr = self._c
+            self._message_callback = (callback, userdata)
+            if callback is None:
+                lib.ssh_set_message_callback(ptr, ffi.NULL, ffi.NULL)
+            else:
+                lib.ssh_set_message_callback(ptr, lib._message_function_cb, self._self_handle)
+
+    def set_global_request_callback(
+        self, callback: MessageHook | None, userdata: Any = None
+    ) -> None:
+        """Handle global requests (tcpip-forward, keepalive...) via ``ssh_set_callbacks``.
+
+        ``callback(session, message, userdata) -> bool``: return True once you replied;
+        otherwise the default reply is sent for you.
+        """
+        with self._lock:
+            ptr = self._c
+            self._global_request_callback = (callback, userdata)
+            if self._callbacks_struct is None:
+                struct = ffi.new("struct ssh_callbacks_struct *")
+                struct.size = ffi.sizeof("struct ssh_callbacks_struct")
+                struct.userdata = self._self_handle
+                struct.global_request_function = lib._global_request_function_cb
+                check_rc(lib.ssh_set_callbacks(ptr, struct), ptr, "ssh_set_callbacks")
+                self._callbacks_struct = struct
+
+    # ---- key exchange -------------------------------------------------------------------
+    def handle_key_exchange(self, timeout: float | None = 30.0) -> None:
+        """Run the key exchange (``ssh_handle_key_exchange``) until it completes.
+
+        In blocking mode the session timeout bounds the call (``timeout`` sets it).  In
+        non-blocking mode each step is followed by a wait on the socket and the wake-up pipe,
+        so ``close()`` from another thread interrupts it at once.
+
+        Raises:
+            KeyExchangeError: the client left, timed out or sent garbage.
+            ValueError: the session is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if not lib.ssh_is_blocking(self._c):
+                return self._kex_nonblocking(deadline)
+            if timeout is not None:
+                self.set_timeout(timeout)
+            self._enter()
+            try:
+                rc = lib.ssh_handle_key_exchange(self._c)
+                error = get_error(self._c) if rc != lib.SSH_OK else ""
+            finally:
+                self._exit()
+        if rc != lib.SSH_OK:
+            raise KeyExchangeError(f"ssh_handle_key_exchange failed (rc={rc}): {error}",
+                                   function="ssh_handle_key_exchange", code=rc)
+
+    def _kex_nonblocking(self, deadline: float | None) -> None:
+        while True:
+            if self._close_requested:
+                raise ValueError("Session is closed")
+            with self._lock:
+                ptr = self._c
+                self._enter()
+                try:
+                    rc = lib.ssh_handle_key_exchange(ptr)
+                    error = get_error(ptr) if rc == lib.SSH_ERROR else ""
+                    fd = lib.ssh_get_fd(ptr)
+                    flags = lib.ssh_get_poll_flags(ptr)
+                finally:
+                    self._exit()
+            if rc == lib.SSH_OK:
+                return
+            if rc != lib.SSH_AGAIN:
+                raise KeyExchangeError(f"ssh_handle_key_exchange failed (rc={rc}): {error}",
+                                       function="ssh_handle_key_exchange", code=rc)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise KeyExchangeError("ssh_handle_key_exchange timed out",
+                                       function="ssh_handle_key_exchange", code=rc)
+            if fd < 0:
+                raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
+                                       function="ssh_handle_key_exchange", code=rc)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | (
+                select.POLLOUT if flags & lib.SSH_WRITE_PENDING else 0))
+            poller.register(self._wake_r, select.POLLIN)
+            poller.poll(None if remaining is None else max(1, int(remaining * 1000)))
+            self._drain_wakeups()
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        """True while open and libssh reports the socket connected (``ssh_is_connected``)."""
+        with self._lock:
+            if self._ptr is None or self._close_requested:
+                return False
+            if lib.ssh_is_connected(self._ptr) != 1:
+                return False
+            return not lib.ssh_get_status(self._ptr) & (lib.SSH_CLOSED | lib.SSH_CLOSED_ERROR)
+
+    @property
+    def status(self) -> SessionStatus:
+        """``ssh_get_status`` flags."""
+        with self._lock:
+            return SessionStatus(lib.ssh_get_status(self._c))
+
+    def get_error(self) -> str:
+        """libssh's last error message for this session (``ssh_get_error``)."""
+        with self._lock:
+            return get_error(self._c)
+
+    @property
+    def fd(self) -> int:
+        """The session's socket fd (``ssh_get_fd``); owned by the session."""
+        with self._lock:
+            return int(lib.ssh_get_fd(self._c))
+
+    @property
+    def client_banner(self) -> str | None:
+        """The client's identification string (``ssh_get_clientbanner``)."""
+        with self._lock:
+            banner = lib.ssh_get_clientbanner(self._c)
+        return None if banner == ffi.NULL else ffi.string(banner).decode("utf-8", "replace")
+
+    @property
+    def cipher(self) -> str | None:
+        """The negotiated client-to-server cipher (``ssh_get_cipher_in``)."""
+        with self._lock:
+            name = lib.ssh_get_cipher_in(self._c)
+        return None if name == ffi.NULL else ffi.string(name).decode()
+
+    @property
+    def kex_algorithm(self) -> str | None:
+        """The negotiated key exchange algorithm (``ssh_get_kex_algo``)."""
+        with self._lock:
+            name = lib.ssh_get_kex_algo(self._c)
+        return None if name == ffi.NULL else ffi.string(name).decode()
+
+    @property
+    def channels(self) -> list[SshChannel]:
+        """The open channels of this session (a copy)."""
+        return [c for c in self._channels if not c.closed]
+
+    def kbdint_answers(self) -> list[str]:
+        """Answers of the last keyboard-interactive response
+        (``ssh_userauth_kbdint_getnanswers``/``ssh_userauth_kbdint_getanswer``)."""
+        with self._lock:
+            ptr = self._c
+            count = lib.ssh_userauth_kbdint_getnanswers(ptr)
+            answers = []
+            for i in range(max(0, count)):
+                answer = lib.ssh_userauth_kbdint_getanswer(ptr, i)
+                answers.append("" if answer == ffi.NULL else
+                               ffi.string(answer).decode("utf-8", "surrogateescape"))
+        return answers
+
+    # ---- teardown -----------------------------------------------------------------------
+    def disconnect(self) -> None:
+        """Send DISCONNECT and close the socket (``ssh_disconnect``); the session stays
+        allocated until ``close()``.  Inside a callback this is deferred."""
+        if self._ptr is None:
+            return
+        if self._in_callback():
+            self._deferred_disconnect = True
+            return
+        self._close_requested = True
+        self.wakeup()
+        with self._lock:
+            if self._ptr is not None:
+                self._disconnect_now()
+        self._close_requested = False
+
+    def _disconnect_now(self) -> None:
+        self._release_channels()
+        if self._event is not None:
+            self._event._detach()
+        lib.ssh_disconnect(self._ptr)
+
+    def close(self) -> None:
+        """Disconnect and free the session (``ssh_disconnect`` + ``ssh_free``); idempotent.
+
+        Channels are invalidated first (libssh frees them), the session is removed from its
+        event before either is freed, and callback structs are released only after
+        ``ssh_free``.  From inside a callback the close is deferred until the driving call
+        returns; from another thread it interrupts the driving call.
+        """
+        if not self._owning:
+            raise ValueError("cannot close a borrowed Session")
+        if self._ptr is None:
+            return
+        if self._in_callback():
+            self._deferred_close = True
+            return
+        self._close_requested = True
+        self.wakeup()
+        with self._lock:
+            if self._ptr is not None:
+                self._close_now()
+
+    def _close_now(self) -> None:
+        ptr = self._ptr
+        self._release_channels()
+        if self._event is not None:
+            self._event._detach()
+        self._ptr = None
+        lib.ssh_disconnect(ptr)
+        lib.ssh_free(ptr)
+        # Only now may libssh no longer call back into these.
+        self._server_callbacks = None
+        self._callbacks_struct = None
+        self._message_callback = (None, None)
+        self._global_request_callback = (None, None)
+        self._deferred.clear()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+        self._closed_event.set()
+
+    def _release_channels(self) -> None:
+        # ssh_disconnect/ssh_free free every channel: invalidate the Python objects first.
+        for channel in reversed(self._channels):
+            channel._session_gone()
+        self._channels.clear()
+
+    def _register_channel(self, channel: SshChannel) -> None:
+        self._channels.append(channel)
+
+    def _forget_channel(self, channel: SshChannel) -> None:
+        try:
+            self._channels.remove(channel)
+        except ValueError:
+            pass
+
+    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
+        raise AssertionError
+
+    def __del__(self) -> None:
+        if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
+            super().__del__()
+        for name in ("_wake_r", "_wake_w"):
+            fd = getattr(self, name, -1)
+            if fd >= 0 and getattr(self, "_ptr", None) is None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else (
+            "authenticated" if self.authenticated else "open")
+        return f"<Session {state} peer={self.peer} user={self.user!r}>"
