@@ -48,6 +48,8 @@ class SshChannel(Handle):
             self._queue: deque[tuple[str, Any]] = deque()
             self._pending = 0
             self._closing = False
+            self._close_sent = False
+            self._flushing = False
             self._eof_queued = False
             self._remote_eof = False
             self._remote_closed = False
@@ -149,8 +151,17 @@ class SshChannel(Handle):
     def _flush(self) -> None:
         """Send queued items in order while libssh takes them (session lock held)."""
         ptr = self._ptr
-        if ptr is None:
+        if ptr is None or self._flushing:
             return
+        # ssh_channel_write flushes through a nested poll that can run our fd handlers, which
+        # write to this channel again: they only queue, the outer loop sends in order.
+        self._flushing = True
+        try:
+            self._flush_queue(ptr)
+        finally:
+            self._flushing = False
+
+    def _flush_queue(self, ptr: Any) -> None:
         session = self._session
         queue = self._queue
         while queue:
@@ -196,7 +207,15 @@ class SshChannel(Handle):
                     ptr, signal.encode(), 1 if core else 0, errmsg.encode(), lang.encode())
             elif kind == "close":
                 queue.clear()
-                self._free_now()
+                if not self._close_sent:
+                    self._close_sent = True
+                    lib.ssh_channel_close(ptr)
+                # Keep the callbacks until the peer's CLOSE arrives (on_close still fires);
+                # then libssh frees the channel at once.  The session frees stragglers.
+                if self._remote_closed or self._callbacks is None:
+                    self._free_now()
+                else:
+                    queue.append(("close", None))
                 return
             queue.popleft()
 

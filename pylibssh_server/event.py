@@ -71,8 +71,9 @@ class SessionEvent(Handle):
                 raise LibSSHError("ssh_event_new returned NULL", function="ssh_event_new")
             super().__init__(ptr, lock=session._lock)
             self._session: Session | None = session
-            self._fds: dict[int, _FdRegistration] = {}
-            self._removals: list[int] = []
+            self._fds: dict[int, _FdRegistration] = {}  # what the caller asked for
+            self._in_c: dict[int, _FdRegistration] = {}  # what libssh holds
+            self._ops: list[tuple[str, _FdRegistration, int]] = []
             wake = _FdRegistration(self, session._wake_r, lambda fd, ev: session._drain_wakeups())
             if lib.ssh_event_add_fd(ptr, session._wake_r, POLLIN, lib._event_fd_cb,
                                     wake.handle) != lib.SSH_OK:
@@ -104,48 +105,74 @@ class SessionEvent(Handle):
     def add_fd(self, fd: int, handler: FdHandler, events: int = POLLIN) -> None:
         """Poll ``fd`` too (``ssh_event_add_fd``); ``handler(fd, revents)`` runs in ``dopoll``.
 
-        The fd stays yours: remove it (:meth:`remove_fd`) before closing it.
+        The fd stays yours: remove it (:meth:`remove_fd`) before closing it.  Inside a
+        callback the change takes effect when ``dopoll`` returns.
         """
         with self._lock:
-            ptr = self._c
+            self._c
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, handler)
-            if lib.ssh_event_add_fd(ptr, fd, events, lib._event_fd_cb,
-                                    registration.handle) != lib.SSH_OK:
-                raise LibSSHError(f"ssh_event_add_fd failed for fd {fd}",
-                                  function="ssh_event_add_fd")
             self._fds[fd] = registration
+            self._schedule(("add", registration, events))
 
     def remove_fd(self, fd: int) -> None:
-        """Stop polling ``fd`` (``ssh_event_remove_fd``); inside ``dopoll`` this takes effect
-        when the poll returns, and the handler is not called again meanwhile."""
+        """Stop polling ``fd`` (``ssh_event_remove_fd``); the handler is not called again.
+
+        Inside a callback the C removal happens when ``dopoll`` returns.
+        """
         with self._lock:
-            registration = self._fds.get(fd)
-            if registration is None or self._ptr is None:
+            registration = self._fds.pop(fd, None)
+            if registration is None:
                 return
             registration.active = False
-            session = self._session
-            if session is not None and session._in_callback():
-                self._removals.append(fd)
-                session._defer(self._apply_removals)
-                return
-            self._remove_now(fd)
+            self._schedule(("remove", registration, 0))
 
-    def _apply_removals(self) -> None:
-        removals, self._removals = self._removals, []
-        for fd in removals:
-            self._remove_now(fd)
+    def _schedule(self, op: tuple[str, _FdRegistration, int]) -> None:
+        session = self._session
+        if session is not None and session._in_callback():
+            # Changing libssh's poll array while dopoll walks it is unsafe: apply on return.
+            self._ops.append(op)
+            if len(self._ops) == 1:
+                session._defer(self._apply_ops)
+            return
+        self._apply(op)
 
-    def _remove_now(self, fd: int) -> None:
-        registration = self._fds.pop(fd, None)
-        if registration is not None and self._ptr is not None:
-            lib.ssh_event_remove_fd(self._ptr, fd)
+    def _apply_ops(self) -> None:
+        ops, self._ops = self._ops, []
+        for op in ops:
+            self._apply(op)
+
+    def _apply(self, op: tuple[str, _FdRegistration, int]) -> None:
+        kind, registration, events = op
+        ptr = self._ptr
+        if ptr is None:
+            return
+        fd = registration.fd
+        if kind == "remove":
+            if self._in_c.get(fd) is registration:
+                del self._in_c[fd]
+                lib.ssh_event_remove_fd(ptr, fd)
+            return
+        old = self._in_c.pop(fd, None)
+        if old is not None:
+            lib.ssh_event_remove_fd(ptr, fd)
+        if not registration.active:
+            return
+        if lib.ssh_event_add_fd(ptr, fd, events, lib._event_fd_cb,
+                                registration.handle) != lib.SSH_OK:
+            registration.active = False
+            if self._fds.get(fd) is registration:
+                del self._fds[fd]
+            raise LibSSHError(f"ssh_event_add_fd failed for fd {fd}",
+                              function="ssh_event_add_fd")
+        # The registration (and its userdata handle) lives as long as libssh has the fd.
+        self._in_c[fd] = registration
 
     @property
     def fds(self) -> list[int]:
-        """The extra fds currently polled."""
-        return [fd for fd, reg in self._fds.items() if reg.active]
+        """The extra fds currently polled (or about to be)."""
+        return list(self._fds)
 
     def dopoll(self, timeout: float | None = None) -> int:
         """Poll once and dispatch callbacks (``ssh_event_dopoll``).
@@ -184,9 +211,13 @@ class SessionEvent(Handle):
         session, self._session = self._session, None
         if ptr is None:
             return
-        for fd in list(self._fds):
+        for fd in list(self._in_c):
             lib.ssh_event_remove_fd(ptr, fd)
+        self._in_c.clear()
+        for registration in self._fds.values():
+            registration.active = False
         self._fds.clear()
+        self._ops.clear()
         if session is not None:
             lib.ssh_event_remove_fd(ptr, session._wake_r)
             if session._ptr is not None:

@@ -68,7 +68,9 @@ class Session(Handle):
         self._deferred_disconnect = False
         self._close_requested = False
         self._closed_event = threading.Event()
+        self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._interrupted = False
         #: True once an auth callback returned success (libssh has no public getter).
         self.authenticated = False
         #: The user name of the last authentication attempt (or the authenticated user).
@@ -141,10 +143,20 @@ class Session(Handle):
 
     def wakeup(self) -> None:
         """Make a concurrent ``dopoll``/``handle_key_exchange`` return early (thread-safe)."""
-        try:
-            os.write(self._wake_w, b"\x01")
-        except (BlockingIOError, OSError):
-            pass  # already pending, or closed
+        # Under its own lock: a closed pipe's fd number may be reused by another socket.
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"\x01")
+            except OSError:
+                pass  # a wake-up is already pending
+
+    def interrupt(self) -> None:
+        """Make a key exchange in progress (non-blocking mode) raise ``KeyExchangeError``,
+        and a concurrent ``dopoll`` return (thread-safe)."""
+        self._interrupted = True
+        self.wakeup()
 
     def _drain_wakeups(self) -> None:
         try:
@@ -266,6 +278,9 @@ class Session(Handle):
         while True:
             if self._close_requested:
                 raise ValueError("Session is closed")
+            if self._interrupted:
+                raise KeyExchangeError("key exchange interrupted",
+                                       function="ssh_handle_key_exchange")
             with self._lock:
                 ptr = self._c
                 self._enter()
@@ -419,13 +434,19 @@ class Session(Handle):
         self._message_callback = (None, None)
         self._global_request_callback = (None, None)
         self._deferred.clear()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r = self._wake_w = -1
+        self._close_wake_pipe()
         self._closed_event.set()
+
+    def _close_wake_pipe(self) -> None:
+        with self._wake_lock:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_r = self._wake_w = -1
+            for fd in fds:
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
 
     def _release_channels(self) -> None:
         # ssh_disconnect/ssh_free free every channel: invalidate the Python objects first.
@@ -448,13 +469,9 @@ class Session(Handle):
     def __del__(self) -> None:
         if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
             super().__del__()
-        for name in ("_wake_r", "_wake_w"):
-            fd = getattr(self, name, -1)
-            if fd >= 0 and getattr(self, "_ptr", None) is None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        if getattr(self, "_ptr", None) is None or not getattr(self, "_owning", True):
+            if hasattr(self, "_wake_lock"):
+                self._close_wake_pipe()
 
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else (

@@ -1,0 +1,91 @@
+# pylibssh_server: the one entry point.
+#   make demo          set everything up (apt libssh-dev if missing, venv, package) and run the DemoServer
+#   make test          same set-up, then the whole test suite
+#   make test LIBSSH=0.11   the suite against the vendored libssh 0.11 (built by vendor/)
+#   make test-matrix   the suite on the system libssh and on the vendored one, pass counts per version
+#   make bench | stress | lint | wheel | clean
+SHELL := /bin/bash
+PYTHON ?= python3
+LIBSSH ?= system
+ifeq ($(LIBSSH),system)
+VENV := .venv
+LIBSSH_ENV :=
+else
+VENV := .venv-libssh-$(LIBSSH)
+LIBSSH_PREFIX := $(CURDIR)/vendor/build/libssh-$(LIBSSH)/prefix
+LIBSSH_ENV := PYLIBSSH_LIBSSH_PREFIX=$(LIBSSH_PREFIX)
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libssh-dev pkg-config openssh-client openssh-sftp-server sshpass
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-matrix stress bench lint wheel clean system-deps vendor
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	$(PYTHON) -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "Missing system packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "Installing system packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+ifneq ($(LIBSSH),system)
+vendor:
+	$(MAKE) -C vendor libssh-$(LIBSSH)
+else
+vendor:
+endif
+
+$(STAMP): pyproject.toml setup.py build_libssh.py | system-deps vendor
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(LIBSSH),system)
+	$(PY) -m pip install -q -e '.[test,lint,bench]'
+else
+	rm -rf build/vendored-$(LIBSSH) && mkdir -p build/vendored-$(LIBSSH)
+	$(LIBSSH_ENV) $(PY) -m pip install -q '.[test,bench]'
+endif
+	touch $(STAMP)
+
+setup: system-deps vendor $(STAMP)
+
+demo: setup
+	$(PY) -m pylibssh_server.demo --example $(DEMO_ARGS)
+
+# The vendored variant is a regular (non-editable) install: pytest runs from tests/ with
+# importlib mode so the source tree's in-place module (system libssh) cannot shadow it.
+test: setup
+ifeq ($(LIBSSH),system)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+else
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --import-mode=importlib --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
+endif
+
+test-matrix:
+	@set -o pipefail; summary=""; status=0; \
+	for v in system 0.11; do \
+	  out=$$($(MAKE) --no-print-directory test LIBSSH=$$v 2>&1 | tee /dev/stderr | tail -n 1); rc=$$?; \
+	  summary="$$summary\nlibssh $$v: $$out"; [ $$rc = 0 ] || status=1; \
+	done; printf "$$summary\n"; exit $$status
+
+stress: setup
+	$(PY) -m pytest -q tests/stress $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+wheel: setup
+	$(PY) -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf .venv .venv-libssh-* build dist *.egg-info pylibssh_server/_libssh*.so pylibssh_server/_libssh.c pylibssh_server/_libssh.o .bench
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,377 @@
+# SPDX-License-Identifier: MIT
+"""One DemoServer connection: authentication, channels, and the event log of that client."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from pylibssh_server import (
+    AuthMethod,
+    AuthStatus,
+    ChannelCallbacks,
+    ChannelType,
+    KeyExchangeError,
+    PublicKeyState,
+    RequestType,
+    ServerCallbacks,
+    Session,
+    SessionEvent,
+    SshChannel,
+    SshKey,
+    SshMessage,
+)
+from pylibssh_server.demo.handlers import (
+    ChannelHandler,
+    ExecHandler,
+    ForwardHandler,
+    SftpHandler,
+    connect_target,
+)
+
+if TYPE_CHECKING:
+    from pylibssh_server.demo.server import DemoServer
+
+__all__ = ["DemoClient"]
+
+logger = logging.getLogger("pylibssh_server.demo")
+
+KBDINT_NAME = "Demo server login"
+KBDINT_INSTRUCTION = "Enter your details."
+KBDINT_PROMPTS = ("Password: ", "Token: ")
+KBDINT_ANSWERS = ("foo", "bar")
+MAX_ENV_PER_CHANNEL = 1000
+
+
+class _SessionChannel:
+    """State of one "session" channel before and after its exec/subsystem request."""
+
+    def __init__(self, channel: SshChannel) -> None:
+        self.channel = channel
+        self.env: dict[str, str] = {}
+        self.handler: ChannelHandler | None = None
+        self.eof = False
+
+
+class DemoClient:
+    """One connection to a :class:`DemoServer`, in connection order.
+
+    Attributes:
+        id: 1-based connection number.
+        callback_log: event name -> list of event data, in order (names as in LibSSH.jl).
+        timeline: ``(name, index into callback_log[name], time.time())`` entries.
+        authenticated: whether the client logged in.
+        user: the user name of the last auth attempt.
+        peer: the client's ``(host, port)``.
+    """
+
+    def __init__(self, server: DemoServer, session: Session, client_id: int) -> None:
+        self.server = server
+        self.session = session
+        self.id = client_id
+        self.peer = session.peer
+        self.callback_log: dict[str, list[Any]] = defaultdict(list)
+        self.timeline: list[tuple[str, int, float]] = []
+        self.user: str | None = None
+        self.authenticated = False
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._channels: list[_SessionChannel] = []
+        self._handlers: list[ChannelHandler] = []
+        self._event: SessionEvent | None = None
+        self._kbdint_user: str | None = None
+        self._failed_auth = 0
+        self.finished = threading.Event()
+
+    # ---- event log ----------------------------------------------------------------------
+    def log(self, name: str, data: Any) -> None:
+        """Record one event (and print it when the server is verbose)."""
+        entries = self.callback_log[name]
+        entries.append(data)
+        now = time.time()
+        self.timeline.append((name, len(entries) - 1, now))
+        if self.server.verbose:
+            print(f"[demo-server] client {self.id} {name}: {data!r}", flush=True)
+
+    def __repr__(self) -> str:
+        return f"<DemoClient {self.id} peer={self.peer} authenticated={self.authenticated}>"
+
+    # ---- driving ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the client thread to finish (thread-safe, returns at once)."""
+        self._stop.set()
+        self.session.interrupt()
+
+    def run(self) -> None:
+        """Serve the connection until it ends or the server stops (the client thread)."""
+        session = self.session
+        server = self.server
+        try:
+            session.set_server_callbacks(self._server_callbacks())
+            session.set_message_callback(self._on_message)
+            session.set_auth_methods(server.auth_methods)
+            session.set_blocking(False)
+            deadline = time.monotonic() + server.login_grace_time
+            try:
+                session.handle_key_exchange(timeout=server.login_grace_time)
+            except (KeyExchangeError, ValueError) as exc:
+                logger.debug("client %s: key exchange ended: %s", self.id, exc)
+                return
+            self._event = event = SessionEvent(session)
+            while not self._stop.is_set():
+                try:
+                    event.dopoll(self._poll_timeout())
+                except ValueError:
+                    break  # session closed under us
+                except Exception as exc:  # noqa: BLE001 - a hook failed: log, keep serving
+                    logger.error("client %s: %s", self.id, exc, exc_info=exc)
+                    self.error = exc
+                self._service()
+                if not session.is_connected:
+                    break
+                if not self.authenticated and time.monotonic() > deadline:
+                    logger.info("client %s: login grace time exceeded", self.id)
+                    break
+                if self._failed_auth >= server.max_auth_attempts:
+                    logger.info("client %s: too many authentication failures", self.id)
+                    break
+        except Exception as exc:  # noqa: BLE001 - never let a client kill the server
+            self.error = exc
+            logger.exception("client %s failed", self.id)
+        finally:
+            self._teardown()
+            self.finished.set()
+
+    def _poll_timeout(self) -> float | None:
+        if any(isinstance(h, ExecHandler) and h.needs_timer for h in self._handlers):
+            return 0.05
+        if not self.authenticated:
+            return 1.0
+        return None
+
+    def _service(self) -> None:
+        for handler in list(self._handlers):
+            try:
+                handler.service()
+            except ValueError:
+                handler.terminate()  # its channel is gone
+            if handler.finished:
+                self._handlers.remove(handler)
+        for state in list(self._channels):
+            channel = state.channel
+            if channel.closed:
+                self._channels.remove(state)
+            elif channel.remote_closed and state.handler is None:
+                channel.close()
+
+    def _teardown(self) -> None:
+        for handler in self._handlers:
+            try:
+                handler.terminate()
+            except Exception:  # noqa: BLE001 - teardown continues
+                logger.exception("client %s: handler teardown", self.id)
+        self._handlers.clear()
+        self._channels.clear()
+
+    # ---- authentication -----------------------------------------------------------------
+    def _server_callbacks(self) -> ServerCallbacks:
+        return ServerCallbacks(
+            on_auth_none=self._on_auth_none,
+            on_auth_password=self._on_auth_password,
+            on_auth_pubkey=self._on_auth_pubkey,
+            on_service_request=self._on_service_request,
+            on_channel_open_request_session=self._on_channel_open,
+        )
+
+    def _auth_result(self, ok: bool, user: str) -> AuthStatus:
+        self.user = user
+        if ok:
+            self.authenticated = True
+            return AuthStatus.SUCCESS
+        self._failed_auth += 1
+        return AuthStatus.DENIED
+
+    def _on_auth_none(self, session: Session, user: str, userdata: Any) -> AuthStatus:
+        self.log("auth_none", True)
+        self.user = user
+        if self.server.allow_auth_none:
+            return self._auth_result(True, user)
+        return AuthStatus.DENIED  # the usual first probe: not counted as a failure
+
+    def _on_auth_password(
+        self, session: Session, user: str, password: str, userdata: Any
+    ) -> AuthStatus:
+        self.log("auth_password", (user, password))
+        expected = self.server.password
+        ok = (
+            bool(self.server.auth_methods & AuthMethod.PASSWORD)
+            and expected is not None
+            and hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
+                                    expected.encode())
+        )
+        return self._auth_result(ok, user)
+
+    def _on_auth_pubkey(
+        self, session: Session, user: str, key: SshKey, state: Any, userdata: Any
+    ) -> AuthStatus:
+        self.log("auth_pubkey", (user, key.fingerprint(), int(state)))
+        authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and any(
+            key.public_equals(k) for k in self.server.authorized_keys
+        )
+        if state == PublicKeyState.NONE:
+            self.user = user
+            return AuthStatus.SUCCESS if authorized else AuthStatus.DENIED  # PK_OK probe
+        return self._auth_result(authorized and state == PublicKeyState.VALID, user)
+
+    def _on_service_request(self, session: Session, service: str, userdata: Any) -> bool:
+        self.log("service_request", service)
+        return True
+
+    def _kbdint(self, msg: SshMessage) -> bool:
+        """Keyboard-interactive through the message API (libssh 0.10/0.11 have no callback)."""
+        if not self.server.auth_methods & AuthMethod.INTERACTIVE:
+            return False
+        if not msg.auth_kbdint_is_response:
+            # libssh gives no user name on the response message: remember it now.
+            self._kbdint_user = msg.auth_user or ""
+            self.user = self._kbdint_user
+            self.log("auth_kbdint", self._kbdint_user)
+            msg.auth_interactive_request(KBDINT_NAME, KBDINT_INSTRUCTION, KBDINT_PROMPTS,
+                                         (True, True))
+            return True
+        answers = self.session.kbdint_answers()
+        if tuple(answers) == KBDINT_ANSWERS:
+            self.log("auth_kbdint", "accepted with 'foo' and 'bar'")
+            msg.auth_reply_success()
+            self._auth_result(True, self._kbdint_user or "")
+            return True
+        self.log("auth_kbdint", "denied")
+        self._failed_auth += 1
+        msg.auth_set_methods(int(self.server.auth_methods))
+        return False
+
+    # ---- messages -----------------------------------------------------------------------
+    def _on_message(self, session: Session, msg: SshMessage, userdata: Any) -> bool:
+        mtype, subtype = msg.type, msg.subtype
+        self.log("message_request", (mtype, subtype))
+        if mtype == RequestType.AUTH and subtype == AuthMethod.INTERACTIVE:
+            return self._kbdint(msg)
+        if mtype == RequestType.AUTH:
+            # Methods without a callback (hostbased, gssapi): refuse, listing ours.
+            self._failed_auth += 1
+            msg.auth_set_methods(int(self.server.auth_methods))
+            return False
+        if mtype == RequestType.CHANNEL_OPEN and subtype == ChannelType.DIRECT_TCPIP:
+            return self._direct_tcpip(msg)
+        return False
+
+    def _direct_tcpip(self, msg: SshMessage) -> bool:
+        host, port = msg.destination
+        host = host or ""
+        self.log("channel_open_direct_tcpip", (host, port))
+        if not self.authenticated or not self.server.forward_allowed(host, port):
+            return False
+        # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
+        sock = connect_target(host, port)
+        if sock is None:
+            return False
+        channel = msg.channel_open_reply_accept()
+        handler = ForwardHandler(channel, self._require_event(), sock)
+        channel.set_callbacks(ChannelCallbacks(
+            on_data=lambda s, c, data, is_stderr, u: handler.on_data(data),
+            on_eof=lambda s, c, u: handler.on_eof(),
+            on_close=lambda s, c, u: self._on_forward_close(handler),
+        ))
+        self._handlers.append(handler)
+        return True
+
+    def _on_forward_close(self, handler: ForwardHandler) -> None:
+        handler.terminate()
+        handler.channel.close()
+
+    def _require_event(self) -> SessionEvent:
+        assert self._event is not None
+        return self._event
+
+    # ---- session channels ---------------------------------------------------------------
+    def _on_channel_open(self, session: Session, userdata: Any) -> SshChannel | None:
+        self.log("channel_open", True)
+        if not self.authenticated:
+            return None
+        channel = SshChannel(session)
+        state = _SessionChannel(channel)
+        channel.set_callbacks(ChannelCallbacks(
+            on_data=lambda s, c, data, is_stderr, u: self._on_data(state, data),
+            on_eof=lambda s, c, u: self._on_eof(state),
+            on_close=lambda s, c, u: self._on_close(state),
+            on_env_request=lambda s, c, name, value, u: self._on_env(state, name, value),
+            on_exec_request=lambda s, c, command, u: self._on_exec(state, command),
+            on_pty_request=self._on_pty,
+            on_shell_request=lambda s, c, u: False,
+            on_subsystem_request=lambda s, c, name, u: self._on_subsystem(state, name),
+        ))
+        self._channels.append(state)
+        return channel
+
+    def _on_data(self, state: _SessionChannel, data: bytes) -> int:
+        if state.handler is None:
+            return len(data)  # no command yet: nobody reads stdin
+        return state.handler.on_data(data)
+
+    def _on_eof(self, state: _SessionChannel) -> None:
+        self.log("channel_eof", True)
+        state.eof = True
+        if state.handler is not None:
+            state.handler.on_eof()
+
+    def _on_close(self, state: _SessionChannel) -> None:
+        self.log("channel_close", True)
+        if state.handler is not None:
+            state.handler.on_close()
+        state.channel.close()
+
+    def _on_env(self, state: _SessionChannel, name: str, value: str) -> bool:
+        self.log("channel_env_request", (name, value))
+        if len(state.env) >= MAX_ENV_PER_CHANNEL:
+            return False
+        state.env[name] = value
+        return True
+
+    def _on_pty(self, session: Session, channel: SshChannel, term: str, cols: int, rows: int,
+                pxw: int, pxh: int, userdata: Any) -> bool:
+        self.log("channel_pty_request", (term, cols, rows, pxw, pxh))
+        return False  # pty support comes later
+
+    def _on_exec(self, state: _SessionChannel, command: str) -> bool:
+        self.log("channel_exec_request", f"'{command}'")
+        if state.handler is not None:
+            return False
+        env = dict(os.environ)
+        env.update(self.server.command_env)
+        env.update(state.env)
+        try:
+            handler = ExecHandler(state.channel, self._require_event(), command, env)
+        except OSError as exc:
+            logger.error("client %s: cannot start %r: %s", self.id, command, exc)
+            return False
+        state.handler = handler
+        self._handlers.append(handler)
+        return True
+
+    def _on_subsystem(self, state: _SessionChannel, name: str) -> bool:
+        self.log("channel_subsystem_request", name)
+        if name != "sftp" or state.handler is not None:
+            return False
+        from pylibssh_server.demo.sftp import RootedFileSystem, SftpServer
+
+        engine = SftpServer(RootedFileSystem(self.server.sftp_root))
+        handler = SftpHandler(state.channel, self._require_event(), engine,
+                              lambda exc: logger.warning("client %s: sftp: %s", self.id, exc))
+        state.handler = handler
+        self._handlers.append(handler)
+        return True

@@ -1,0 +1,436 @@
+# SPDX-License-Identifier: MIT
+"""What the DemoServer does on each channel: exec, direct-tcpip forwarding and SFTP.
+
+Each handler is driven by its client's ``SessionEvent``: child pipes and forwarded sockets are
+polled together with the SSH socket (no thread per stream), and callbacks only move bytes
+between bounded buffers.  Flow control in both directions:
+
+- towards the client, a source fd is taken out of the poll while the channel has more than
+  ``HIGH_WATER`` bytes queued (the peer's window is full), and put back below ``LOW_WATER``;
+- from the client, a handler consumes at most its free buffer space; what it leaves stays in
+  libssh, whose window then stops growing, and is read back with ``read_nonblocking`` once the
+  buffer drains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
+
+if TYPE_CHECKING:
+    from pylibssh_server.demo.sftp import SftpServer
+
+HIGH_WATER = 1 << 20
+LOW_WATER = 256 << 10
+INPUT_LIMIT = 1 << 20
+READ_SIZE = 64 << 10
+
+# Signals named in "exit-signal" as RFC 4254 spells them (no SIG prefix).
+_SIGNAL_NAMES = {
+    signal.SIGABRT: "ABRT", signal.SIGALRM: "ALRM", signal.SIGFPE: "FPE", signal.SIGHUP: "HUP",
+    signal.SIGILL: "ILL", signal.SIGINT: "INT", signal.SIGKILL: "KILL", signal.SIGPIPE: "PIPE",
+    signal.SIGQUIT: "QUIT", signal.SIGSEGV: "SEGV", signal.SIGTERM: "TERM",
+    signal.SIGUSR1: "USR1", signal.SIGUSR2: "USR2",
+}
+
+
+def _close_fd(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class ChannelHandler:
+    """Base: what one channel is doing.  ``service()`` runs after every poll."""
+
+    def __init__(self, channel: SshChannel, event: SessionEvent) -> None:
+        self.channel = channel
+        self.event = event
+        self.backlogged = False  # libssh holds client data we did not take yet
+        self.finished = False
+
+    def input_room(self) -> int:
+        """How many client bytes the handler can take now."""
+        return INPUT_LIMIT
+
+    def on_data(self, data: bytes) -> int:
+        """Take client data; return how much was consumed."""
+        return len(data)
+
+    def on_eof(self) -> None:
+        """The client sent EOF."""
+
+    def on_close(self) -> None:
+        """The client closed the channel: stop everything now."""
+        self.terminate()
+
+    def service(self) -> None:
+        """Resume paused work after a poll (drain input libssh still holds, flow control)."""
+        if self.backlogged and not self.channel.closed:
+            room = self.input_room()
+            if room > 0:
+                self.backlogged = False
+                data = self.channel.read_nonblocking(min(room, READ_SIZE))
+                if data:
+                    self.on_data(data)
+                    self.backlogged = True  # maybe more behind it
+
+    def terminate(self) -> None:
+        """Release every resource (processes, fds) at once; idempotent."""
+        self.finished = True
+
+
+class _Pump:
+    """One fd polled for reading into the channel, paused while the channel is congested."""
+
+    def __init__(self, handler: ChannelHandler, fd: int, on_chunk: Callable[[bytes], None],
+                 on_end: Callable[[], None]) -> None:
+        self.handler = handler
+        self.fd: int | None = fd
+        self.on_chunk = on_chunk
+        self.on_end = on_end
+        self.polled = False
+        os.set_blocking(fd, False)
+        self.resume()
+
+    def _ready(self, fd: int, revents: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.stop()
+            self.on_end()
+            return
+        if self.handler.channel.closed:
+            return  # nobody to deliver to: drop, as a closed pipe would
+        self.on_chunk(data)
+        if self.handler.channel.pending_bytes > HIGH_WATER:
+            self.pause()
+
+    def pause(self) -> None:
+        if self.polled and self.fd is not None:
+            self.polled = False
+            self.handler.event.remove_fd(self.fd)
+
+    def resume(self) -> None:
+        if not self.polled and self.fd is not None and not self.handler.event.closed:
+            self.polled = True
+            self.handler.event.add_fd(self.fd, self._ready, POLLIN)
+
+    def service(self) -> None:
+        if self.fd is not None and not self.polled and \
+                self.handler.channel.pending_bytes < LOW_WATER:
+            self.resume()
+
+    def stop(self) -> None:
+        self.pause()
+        fd, self.fd = self.fd, None
+        _close_fd(fd)
+
+
+class _Sink:
+    """A bounded buffer written to an fd (child stdin, forwarded socket) as it accepts."""
+
+    def __init__(self, handler: ChannelHandler, fd: int, write: Callable[[memoryview], int],
+                 on_error: Callable[[], None], *, close_fd: bool = True) -> None:
+        self.handler = handler
+        self.close_fd = close_fd
+        self.fd: int | None = fd
+        self.write = write
+        self.on_error = on_error
+        self.buffer = bytearray()
+        self.polled = False
+        self.eof = False  # close (or shut down) once the buffer is empty
+        os.set_blocking(fd, False)
+
+    def room(self) -> int:
+        return INPUT_LIMIT - len(self.buffer) if self.fd is not None else INPUT_LIMIT
+
+    def push(self, data: bytes) -> None:
+        if self.fd is None:
+            return  # reader went away: discard, as a closed pipe would
+        self.buffer += data
+        self.flush()
+
+    def flush(self) -> None:
+        while self.buffer and self.fd is not None:
+            try:
+                n = self.write(memoryview(self.buffer))
+            except BlockingIOError:
+                break
+            except OSError:
+                self.buffer.clear()
+                self.on_error()
+                return
+            del self.buffer[:n]
+        if self.buffer and not self.polled and self.fd is not None:
+            self.polled = True
+            self.handler.event.add_fd(self.fd, lambda fd, ev: self.flush(), POLLOUT)
+        elif not self.buffer and self.polled and self.fd is not None:
+            self.polled = False
+            self.handler.event.remove_fd(self.fd)
+        if not self.buffer and self.eof:
+            self.finish()
+
+    def finish(self) -> None:
+        """Called once the buffer is empty after EOF."""
+
+    def close(self) -> None:
+        if self.polled and self.fd is not None:
+            self.polled = False
+            self.handler.event.remove_fd(self.fd)
+        fd, self.fd = self.fd, None
+        self.buffer.clear()
+        if self.close_fd:
+            _close_fd(fd)
+
+
+class _PipeSink(_Sink):
+    def finish(self) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ExecHandler(ChannelHandler):
+    """``sh -c COMMAND`` with stdin/stdout/stderr pumped through the channel.
+
+    When the command ends: all output, then exit-status (or exit-signal), EOF and CLOSE.  A
+    channel closed by the client, or a client that disconnects, kills the process group.
+    """
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
+                 env: dict[str, str]) -> None:
+        super().__init__(channel, event)
+        self.command = command
+        self.exit_sent = False
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, close_fds=True, start_new_session=True, bufsize=0,
+        )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        # Own the raw fds; the Popen file objects must not close them a second time.
+        stdin_fd = os.dup(self.proc.stdin.fileno())
+        stdout_fd = os.dup(self.proc.stdout.fileno())
+        stderr_fd = os.dup(self.proc.stderr.fileno())
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            f.close()
+        self.stdin = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
+                               self._stdin_broken)
+        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
+        self.stderr = _Pump(self, stderr_fd, lambda d: self.channel.write(d, stderr=True),
+                            lambda: None)
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+            event.add_fd(self.pidfd, lambda fd, ev: None, POLLIN)
+        except (AttributeError, OSError):
+            self.pidfd = None  # without pidfd the client polls with a short timeout
+
+    def _stdin_broken(self) -> None:
+        self.stdin.close()
+
+    def input_room(self) -> int:
+        return self.stdin.room()
+
+    def on_data(self, data: bytes) -> int:
+        room = self.stdin.room()
+        taken = data[:room]
+        self.stdin.push(taken)
+        if len(taken) < len(data):
+            self.backlogged = True
+        return len(taken)
+
+    def on_eof(self) -> None:
+        self.stdin.eof = True
+        self.stdin.flush()
+
+    @property
+    def needs_timer(self) -> bool:
+        return self.pidfd is None and not self.finished
+
+    def service(self) -> None:
+        super().service()
+        if self.finished:
+            return
+        if self.stdin.eof and not self.backlogged and self.stdin.fd is not None:
+            self.stdin.flush()
+        self.stdout.service()
+        self.stderr.service()
+        if self.stdout.fd is None and self.stderr.fd is None and self.proc.poll() is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._release_pidfd()
+        self.stdin.close()
+        if not self.channel.closed:
+            status = self.proc.returncode
+            if status < 0:
+                name = _SIGNAL_NAMES.get(-status, "KILL")
+                self.channel.send_exit_signal(name, core=False, errmsg="", lang="")
+            else:
+                self.channel.send_exit_status(status)
+            self.channel.send_eof()
+            self.channel.close()
+        self.exit_sent = True
+        self.finished = True
+
+    def _release_pidfd(self) -> None:
+        if self.pidfd is not None:
+            if not self.event.closed:
+                self.event.remove_fd(self.pidfd)
+            _close_fd(self.pidfd)
+            self.pidfd = None
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        for part in (self.stdout, self.stderr):
+            part.stop()
+        self.stdin.close()
+        self._release_pidfd()
+        self.finished = True
+
+
+class SftpHandler(ChannelHandler):
+    """The "sftp" subsystem, served by our SFTP v3 engine over the channel's data stream."""
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, engine: SftpServer,
+                 on_error: Callable[[Exception], None]) -> None:
+        super().__init__(channel, event)
+        self.engine = engine
+        self.on_error = on_error
+
+    def input_room(self) -> int:
+        # Replies are queued on the channel: stop reading requests while it is congested.
+        return 0 if self.channel.pending_bytes > HIGH_WATER else INPUT_LIMIT
+
+    def on_data(self, data: bytes) -> int:
+        from pylibssh_server.demo.sftp import SftpProtocolError
+
+        if self.finished or self.input_room() == 0:
+            self.backlogged = True
+            return 0
+        try:
+            reply = self.engine.feed(data)
+        except SftpProtocolError as exc:
+            self.on_error(exc)
+            self.terminate()
+            if not self.channel.closed:
+                self.channel.abort()
+            return len(data)
+        if reply:
+            self.channel.write(reply)
+        return len(data)
+
+    def on_eof(self) -> None:
+        if not self.channel.closed:
+            self.channel.send_eof()
+            self.channel.close()
+        self.terminate()
+
+    def terminate(self) -> None:
+        self.engine.close()
+        self.finished = True
+
+
+class ForwardHandler(ChannelHandler):
+    """A direct-tcpip channel relayed to a TCP connection, half-close included.
+
+    The socket is polled through two fd numbers (a ``dup``), one for input and one for
+    output, so each direction pauses and resumes on its own.
+    """
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket) -> None:
+        super().__init__(channel, event)
+        self.sock = sock
+        sock.setblocking(False)
+        self.remote_eof = False   # the target closed its sending side
+        self.client_eof = False
+        self.outbound = _Sink(self, sock.fileno(), sock.send, self._reset, close_fd=False)
+        self.outbound.finish = self._shutdown_write  # type: ignore[method-assign]
+        self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write, self._target_eof)
+
+    def _reset(self) -> None:
+        self.terminate()
+        if not self.channel.closed:
+            self.channel.abort()
+
+    def _shutdown_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self._maybe_done()
+
+    def _target_eof(self) -> None:
+        self.remote_eof = True
+        if not self.channel.closed:
+            self.channel.send_eof()
+        self._maybe_done()
+
+    def input_room(self) -> int:
+        return self.outbound.room()
+
+    def on_data(self, data: bytes) -> int:
+        room = self.outbound.room()
+        taken = data[:room]
+        self.outbound.push(taken)
+        if len(taken) < len(data):
+            self.backlogged = True
+        return len(taken)
+
+    def on_eof(self) -> None:
+        self.client_eof = True
+        self.outbound.eof = True
+        self.outbound.flush()
+
+    def service(self) -> None:
+        super().service()
+        if not self.finished:
+            self.inbound.service()
+            self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.finished:
+            return
+        if self.remote_eof and self.client_eof and not self.outbound.buffer and \
+                not self.backlogged:
+            if not self.channel.closed:
+                self.channel.close()
+            self.terminate()
+
+    def terminate(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.inbound.stop()
+        self.outbound.close()
+        self.sock.close()
+
+
+def connect_target(host: str, port: int, timeout: float = 5.0) -> socket.socket | None:
+    """Connect to a forwarding target (IPv4, IPv6 or a name); None if that fails."""
+    try:
+        return socket.create_connection((host, port), timeout=timeout)
+    except (OSError, ValueError, OverflowError, UnicodeError):
+        return None
+
+
+def exit_code_of(exc: BaseException) -> Any:
+    """errno of an OSError, for log lines."""
+    return getattr(exc, "errno", errno.EIO)

@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: MIT
+"""pytest plugin (entry point ``pytest11``): ``demo_server`` and ``demo_server_factory``.
+
+``demo_server`` is a running :class:`DemoServer` with password ``"foo"`` (any user name);
+``demo_server_factory(**options)`` starts servers with other options.  Every server is stopped
+after the test, and when a test fails the servers' event timelines are added to its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pylibssh_server.demo.server import DemoServer
+
+_SERVERS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def demo_server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., DemoServer]]:
+    """Return ``make(**DemoServer options) -> started DemoServer``; all stopped at teardown."""
+    servers: list[DemoServer] = []
+    request.node.stash[_SERVERS] = servers
+
+    def make(**options: Any) -> DemoServer:
+        server = DemoServer(**options)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def demo_server(demo_server_factory: Callable[..., DemoServer]) -> DemoServer:
+    """A running DemoServer accepting password ``"foo"`` for any user."""
+    return demo_server_factory(password="foo")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    servers = item.stash.get(_SERVERS, None)
+    if report.failed and servers:
+        for i, server in enumerate(servers, 1):
+            report.sections.append(
+                (f"DemoServer {i} timeline (port {server.port})", server.timeline_text()))
