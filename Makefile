@@ -14,11 +14,14 @@ else
 VENV := .venv-libssh-$(LIBSSH)
 LIBSSH_PREFIX := $(CURDIR)/vendor/build/libssh-$(LIBSSH)/prefix
 LIBSSH_ENV := PYLIBSSH_LIBSSH_PREFIX=$(LIBSSH_PREFIX)
+# A regular install copies the sources: reinstall when any of them changes.
+PKG_SOURCES := $(shell find pylibssh_server -name '*.py')
 endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libssh-dev pkg-config openssh-client openssh-sftp-server sshpass
 PYTEST_ARGS ?=
+DEMO_ARGS ?= --password demo
 
 .PHONY: setup demo test test-matrix stress bench lint wheel clean system-deps vendor
 
@@ -41,13 +44,12 @@ else
 vendor:
 endif
 
-$(STAMP): pyproject.toml setup.py build_libssh.py | system-deps vendor
+$(STAMP): pyproject.toml setup.py build_libssh.py $(PKG_SOURCES) | system-deps vendor
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(LIBSSH),system)
 	$(PY) -m pip install -q -e '.[test,lint,bench]'
 else
-	rm -rf build/vendored-$(LIBSSH) && mkdir -p build/vendored-$(LIBSSH)
 	$(LIBSSH_ENV) $(PY) -m pip install -q '.[test,bench]'
 endif
 	touch $(STAMP)
@@ -57,13 +59,13 @@ setup: system-deps vendor $(STAMP)
 demo: setup
 	$(PY) -m pylibssh_server.demo --example $(DEMO_ARGS)
 
-# The vendored variant is a regular (non-editable) install: pytest runs from tests/ with
-# importlib mode so the source tree's in-place module (system libssh) cannot shadow it.
+# The vendored variant is a regular (non-editable) install: pytest runs from tests/ (on
+# sys.path instead of the project root) so the in-place module (system libssh) cannot shadow it.
 test: setup
 ifeq ($(LIBSSH),system)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 else
-	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --import-mode=importlib --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
 endif
 
 test-matrix:

@@ -6,6 +6,8 @@
 
 It answers every exec request with ``echo: <command>`` and exit status 0, or exit status 3
 for the command ``fail``.  One thread per client, each with its own SessionEvent.
+
+``open_echo_channel``, ``drive`` and ``run`` are reused by ``kbdint_server.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from pylibssh_server import (
     AuthMethod,
@@ -29,45 +32,51 @@ from pylibssh_server import (
 )
 
 
-def serve_client(session: Session, password: str) -> None:
-    """Drive one client: key exchange, password auth, exec requests answered with an echo."""
-    done = threading.Event()
+def on_exec(sess: Session, channel: SshChannel, command: str, userdata: object) -> bool:
+    """Answer an exec request with an echo, the exit status, EOF and CLOSE."""
+    channel.write(f"echo: {command}\n".encode())
+    channel.send_exit_status(3 if command == "fail" else 0)
+    channel.send_eof()
+    channel.close()
+    return True
 
-    def on_exec(sess: Session, channel: SshChannel, command: str, userdata: object) -> bool:
-        channel.write(f"echo: {command}\n".encode())
-        channel.send_exit_status(3 if command == "fail" else 0)
-        channel.send_eof()
-        channel.close()
-        return True
 
-    def on_open(sess: Session, userdata: object) -> SshChannel:
-        channel = SshChannel(sess)
-        channel.set_callbacks(ChannelCallbacks(on_exec_request=on_exec))
-        return channel
+def open_echo_channel(sess: Session, userdata: object) -> SshChannel:
+    """``on_channel_open_request_session``: a channel whose exec requests are echoed."""
+    channel = SshChannel(sess)
+    channel.set_callbacks(ChannelCallbacks(on_exec_request=on_exec))
+    return channel
 
-    def on_password(sess: Session, user: str, pw: str, userdata: object) -> AuthStatus:
-        return AuthStatus.SUCCESS if pw == password else AuthStatus.DENIED
 
-    session.set_server_callbacks(ServerCallbacks(
-        on_auth_password=on_password, on_channel_open_request_session=on_open))
-    session.set_auth_methods(AuthMethod.PASSWORD)
+def drive(session: Session, callbacks: ServerCallbacks, methods: AuthMethod) -> None:
+    """Install ``callbacks``, advertise ``methods``, run the key exchange and poll until
+    the client leaves."""
+    session.set_server_callbacks(callbacks)
+    session.set_auth_methods(methods)
     session.set_blocking(False)
     session.handle_key_exchange(timeout=30)
     event = SessionEvent(session)
-    while session.is_connected and not done.is_set():
+    while session.is_connected:
         event.dopoll(1.0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--password", default="secret")
-    args = parser.parse_args(argv)
-    with SshKey.generate() as key, Bind(port=args.port, key=key) as bind:
+def serve_client(session: Session, password: str) -> None:
+    """Drive one client: key exchange, password auth, exec requests answered with an echo."""
+    def on_password(sess: Session, user: str, pw: str, userdata: object) -> AuthStatus:
+        return AuthStatus.SUCCESS if pw == password else AuthStatus.DENIED
+
+    drive(session, ServerCallbacks(on_auth_password=on_password,
+                                   on_channel_open_request_session=open_echo_channel),
+          AuthMethod.PASSWORD)
+
+
+def run(handler: Callable[[Session], None], port: int) -> int:
+    """Listen on 127.0.0.1:``port`` (0: any free port), print ``{"host", "port"}`` as one JSON
+    line, and run ``handler`` for each client in its own thread until SIGTERM or Ctrl-C."""
+    with SshKey.generate() as key, Bind(port=port, key=key) as bind:
         print(json.dumps({"host": bind.host, "port": bind.port}), flush=True)
         signal.signal(signal.SIGTERM, lambda *_: bind.close())
-        thread = threading.Thread(target=bind.listen,
-                                  args=(lambda s: serve_client(s, args.password),))
+        thread = threading.Thread(target=bind.listen, args=(handler,))
         thread.start()
         try:
             while thread.is_alive():
@@ -77,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         bind.close()
         thread.join()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--password", default="secret")
+    args = parser.parse_args(argv)
+    return run(lambda session: serve_client(session, args.password), args.port)
 
 
 if __name__ == "__main__":

@@ -73,10 +73,14 @@ class Handle:
     def __del__(self) -> None:
         # Safety net only: the API is an explicit close().
         if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
-            warnings.warn(
-                f"unclosed {self._kind} {self!r}", ResourceWarning, stacklevel=2, source=self
-            )
             try:
-                self.close()
-            except Exception:  # noqa: BLE001 - never raise from a finalizer
-                pass
+                warnings.warn(
+                    f"unclosed {self._kind} {self!r}", ResourceWarning, stacklevel=2,
+                    source=self,
+                )
+            finally:
+                # Under ``-W error::ResourceWarning`` the warning raises: free anyway.
+                try:
+                    self.close()
+                except Exception:  # noqa: BLE001 - never raise from a finalizer
+                    pass

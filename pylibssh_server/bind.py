@@ -15,7 +15,7 @@ from typing import Any
 from pylibssh_server._ffi import ffi, lib, set_log_level
 from pylibssh_server._handle import Handle
 from pylibssh_server.enums import AuthMethod, LogLevel
-from pylibssh_server.errors import LibSSHError, check_rc, get_error
+from pylibssh_server.errors import LibSSHError, SshKeyError, check_rc, get_error
 from pylibssh_server.keys import PathLike, SshKey
 from pylibssh_server.session import Session
 
@@ -102,6 +102,16 @@ class Bind(Handle):
                 path = os.fspath(hostkey)
                 if not os.path.isfile(path):
                     raise ValueError(f"host key file not found: {path}")
+                # libssh loads HOSTKEY with a NULL passphrase, and OpenSSL then prompts on the
+                # terminal for an encrypted PEM key (blocking).  Try it ourselves first: our
+                # import never prompts, and its failure names the file.
+                try:
+                    SshKey.from_private_file(path).close()
+                except SshKeyError as exc:
+                    raise SshKeyError(
+                        f"cannot load host key {path}: not a private key, or encrypted (load "
+                        "it with SshKey.from_private_file(path, passphrase) and pass key=)",
+                        function="ssh_pki_import_privkey_file", code=exc.code) from None
                 self._set_option(lib.SSH_BIND_OPTIONS_HOSTKEY, path.encode(), "HOSTKEY",
                                  hint=f"cannot load host key {path} (not a private key?)")
             if key is not None:

@@ -267,6 +267,12 @@ class ChannelCallbacks(_CallbackStruct):
             raise ValueError("these ChannelCallbacks are already set on another SshChannel")
         self._channel = channel
         self._install()
+        # Always track the peer's EOF and CLOSE, hook or not: SshChannel.close() keeps the
+        # channel (and this struct) until the peer's CLOSE has arrived, and is_eof/remote_closed
+        # read these flags.  Without a hook the trampolines only set the flags.
+        for hook in ("on_eof", "on_close"):
+            if self.hooks[hook] is None:
+                self._set_field(hook)
 
 
 # ---------------------------------------------------------------------------------------------

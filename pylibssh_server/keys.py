@@ -46,6 +46,16 @@ def _bytes(value: str | bytes | None) -> Any:
     return value.encode() if isinstance(value, str) else value
 
 
+def _import_passphrase(passphrase: str | None) -> Any:
+    """The passphrase argument for the private-key importers: never NULL.
+
+    With a NULL passphrase and no auth callback, OpenSSL decrypts an encrypted PEM key with
+    its default callback, which prompts on the terminal (``Enter PEM pass phrase:``) and
+    blocks.  An empty passphrase is ignored for unencrypted keys and fails for encrypted ones.
+    """
+    return _bytes("" if passphrase is None else passphrase)
+
+
 def _take_string(out: Any) -> str:
     """Copy a libssh-allocated ``char *`` and free it with ``ssh_string_free_char``."""
     try:
@@ -108,7 +118,7 @@ class SshKey(Handle):
                               function="ssh_pki_import_privkey_file")
         out = ffi.new("ssh_key *")
         rc = lib.ssh_pki_import_privkey_file(
-            path.encode(), _bytes(passphrase), ffi.NULL, ffi.NULL, out
+            path.encode(), _import_passphrase(passphrase), ffi.NULL, ffi.NULL, out
         )
         if rc != lib.SSH_OK:
             raise SshKeyError(
@@ -122,7 +132,7 @@ class SshKey(Handle):
         """Import a private key from its full text (with the BEGIN/END lines)."""
         out = ffi.new("ssh_key *")
         rc = lib.ssh_pki_import_privkey_base64(
-            _bytes(text), _bytes(passphrase), ffi.NULL, ffi.NULL, out
+            _bytes(text), _import_passphrase(passphrase), ffi.NULL, ffi.NULL, out
         )
         if rc != lib.SSH_OK:
             raise SshKeyError(
