@@ -35,7 +35,7 @@ features: dict[str, bool] = {name: bool(flag) for name, flag, _ in _FEATURES}
 
 
 def _version_int(text: str) -> int:
-    major, minor, patch = (int(p) for p in (text.split(".") + ["0", "0"])[:3])
+    major, minor, patch = (int(p) for p in [*text.split("."), "0", "0"][:3])
     return (major << 16) | (minor << 8) | patch
 
 
@@ -102,5 +102,5 @@ def _log_function_cb(priority: int, function: Any, buffer: Any, userdata: Any) -
         level = _LEVEL_TO_LOGGING.get(priority, logging.DEBUG) or logging.DEBUG
         if logger.isEnabledFor(level):
             logger.log(level, "%s", ffi.string(buffer).decode("utf-8", "replace"))
-    except Exception:  # noqa: BLE001 - a logging failure must never reach C
+    except Exception:
         pass

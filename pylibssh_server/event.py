@@ -40,7 +40,7 @@ class _FdRegistration:
         session = self.event._session
         try:
             self.handler(fd, revents)
-        except BaseException as exc:  # noqa: BLE001 - re-raised from dopoll()
+        except BaseException as exc:
             if session is not None:
                 session._record_exception(exc, f"fd handler for {fd}")
 
@@ -109,7 +109,7 @@ class SessionEvent(Handle):
         callback the change takes effect when ``dopoll`` returns.
         """
         with self._lock:
-            self._c
+            self._c  # noqa: B018 - raises ValueError if closed
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, handler)

@@ -113,7 +113,7 @@ class Session(Handle):
             for action in actions:
                 try:
                     action()
-                except BaseException as exc:  # noqa: BLE001 - surfaces below
+                except BaseException as exc:
                     self._record_exception(exc, "deferred action")
         for channel in list(self._channels):
             channel._flush()
@@ -469,9 +469,9 @@ class Session(Handle):
     def __del__(self) -> None:
         if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
             super().__del__()
-        if getattr(self, "_ptr", None) is None or not getattr(self, "_owning", True):
-            if hasattr(self, "_wake_lock"):
-                self._close_wake_pipe()
+        released = getattr(self, "_ptr", None) is None or not getattr(self, "_owning", True)
+        if released and hasattr(self, "_wake_lock"):
+            self._close_wake_pipe()
 
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else (
