@@ -2,7 +2,7 @@
 #   make demo          set everything up (apt libssh-dev if missing, venv, package) and run the DemoServer
 #   make test          same set-up, then the whole test suite
 #   make test LIBSSH=0.11   the suite against the vendored libssh 0.11 (built by vendor/)
-#   make test-matrix   the suite on the system libssh and on the vendored one, pass counts per version
+#   make test-matrix   the suite on the system libssh and the vendored 0.11 and 0.12, pass counts per version
 #   make bench | stress | lint | wheel | clean
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -50,7 +50,9 @@ $(STAMP): pyproject.toml setup.py build_libssh.py $(PKG_SOURCES) | system-deps v
 ifeq ($(LIBSSH),system)
 	$(PY) -m pip install -q -e '.[test,lint,bench]'
 else
-	$(LIBSSH_ENV) $(PY) -m pip install -q '.[test,bench]'
+	# setuptools would reuse another variant's compiled module from build/.
+	rm -rf build
+	$(LIBSSH_ENV) $(PY) -m pip install -q --no-cache-dir '.[test,bench]'
 endif
 	touch $(STAMP)
 
@@ -65,15 +67,11 @@ test: setup
 ifeq ($(LIBSSH),system)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 else
-	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
+	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
 endif
 
 test-matrix:
-	@set -o pipefail; summary=""; status=0; \
-	for v in system 0.11; do \
-	  out=$$($(MAKE) --no-print-directory test LIBSSH=$$v 2>&1 | tee /dev/stderr | tail -n 1); rc=$$?; \
-	  summary="$$summary\nlibssh $$v: $$out"; [ $$rc = 0 ] || status=1; \
-	done; printf "$$summary\n"; exit $$status
+	scripts/test_matrix.sh $(MATRIX)
 
 stress: setup
 	$(PY) -m pytest -q tests/stress $(PYTEST_ARGS)

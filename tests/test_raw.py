@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -56,9 +57,14 @@ def test_struct_sizes_come_from_the_compiler() -> None:
 
 
 def test_libssh_version_matches_pkg_config() -> None:
-    """``libssh_version()`` is the run-time libssh, the one pkg-config reports."""
+    """``libssh_version()`` is the run-time libssh, the one pkg-config reports (for a vendored
+    build, the one in ``PYLIBSSH_LIBSSH_PREFIX``)."""
+    env = dict(os.environ)
+    prefix = env.get("PYLIBSSH_LIBSSH_PREFIX")
+    if prefix:
+        env["PKG_CONFIG_PATH"] = os.path.join(prefix, "lib", "pkgconfig")
     expected = subprocess.run(["pkg-config", "--modversion", "libssh"], capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
+                              text=True, check=True, timeout=10, env=env).stdout.strip()
     assert pylibssh_server.libssh_version() == expected
     assert pylibssh_server.header_version() == expected
     assert ffi.string(lib.ssh_version(0)).decode().split("/")[0] == expected
