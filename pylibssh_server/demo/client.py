@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -26,6 +27,7 @@ from pylibssh_server import (
     SshKey,
     SshMessage,
 )
+from pylibssh_server._ffi import features
 from pylibssh_server.demo.handlers import (
     ChannelHandler,
     ExecHandler,
@@ -128,7 +130,7 @@ class DemoClient:
                     event.dopoll(self._poll_timeout())
                 except ValueError:
                     break  # session closed under us
-                except Exception as exc:  # noqa: BLE001 - a hook failed: log, keep serving
+                except Exception as exc:
                     logger.error("client %s: %s", self.id, exc, exc_info=exc)
                     self.error = exc
                 self._service()
@@ -140,7 +142,7 @@ class DemoClient:
                 if self._failed_auth >= server.max_auth_attempts:
                     logger.info("client %s: too many authentication failures", self.id)
                     break
-        except Exception as exc:  # noqa: BLE001 - never let a client kill the server
+        except Exception as exc:
             self.error = exc
             logger.exception("client %s failed", self.id)
         finally:
@@ -173,19 +175,27 @@ class DemoClient:
         for handler in self._handlers:
             try:
                 handler.terminate()
-            except Exception:  # noqa: BLE001 - teardown continues
+            except Exception:
                 logger.exception("client %s: handler teardown", self.id)
         self._handlers.clear()
         self._channels.clear()
 
     # ---- authentication -----------------------------------------------------------------
     def _server_callbacks(self) -> ServerCallbacks:
+        # libssh >= 0.12 has server callbacks for these; older versions reach the message
+        # callback instead.  Both paths log the same events.
+        newer: dict[str, Any] = {}
+        if features["server_kbdint_callback"]:
+            newer["on_auth_kbdint"] = self._on_auth_kbdint
+        if features["server_direct_tcpip_callback"]:
+            newer["on_channel_open_request_direct_tcpip"] = self._on_direct_tcpip
         return ServerCallbacks(
             on_auth_none=self._on_auth_none,
             on_auth_password=self._on_auth_password,
             on_auth_pubkey=self._on_auth_pubkey,
             on_service_request=self._on_service_request,
             on_channel_open_request_session=self._on_channel_open,
+            **newer,
         )
 
     def _auth_result(self, ok: bool, user: str) -> AuthStatus:
@@ -232,10 +242,10 @@ class DemoClient:
         self.log("service_request", service)
         return True
 
-    def _kbdint(self, msg: SshMessage) -> bool:
-        """Keyboard-interactive through the message API (libssh 0.10/0.11 have no callback)."""
+    def _kbdint_step(self, msg: SshMessage) -> str:
+        """Advance keyboard-interactive: "info" (prompts sent), "ok" or "denied"."""
         if not self.server.auth_methods & AuthMethod.INTERACTIVE:
-            return False
+            return "denied"
         if not msg.auth_kbdint_is_response:
             # libssh gives no user name on the response message: remember it now.
             self._kbdint_user = msg.auth_user or ""
@@ -243,17 +253,30 @@ class DemoClient:
             self.log("auth_kbdint", self._kbdint_user)
             msg.auth_interactive_request(KBDINT_NAME, KBDINT_INSTRUCTION, KBDINT_PROMPTS,
                                          (True, True))
-            return True
-        answers = self.session.kbdint_answers()
-        if tuple(answers) == KBDINT_ANSWERS:
+            return "info"
+        if tuple(self.session.kbdint_answers()) == KBDINT_ANSWERS:
             self.log("auth_kbdint", "accepted with 'foo' and 'bar'")
-            msg.auth_reply_success()
             self._auth_result(True, self._kbdint_user or "")
-            return True
+            return "ok"
         self.log("auth_kbdint", "denied")
         self._failed_auth += 1
-        msg.auth_set_methods(int(self.server.auth_methods))
-        return False
+        return "denied"
+
+    def _kbdint(self, msg: SshMessage) -> bool:
+        """Keyboard-interactive through the message API (libssh 0.10/0.11)."""
+        step = self._kbdint_step(msg)
+        if step == "ok":
+            msg.auth_reply_success()
+        elif step == "denied":
+            msg.auth_set_methods(int(self.server.auth_methods))
+            return False
+        return True
+
+    def _on_auth_kbdint(self, session: Session, msg: SshMessage, userdata: Any) -> AuthStatus:
+        """Keyboard-interactive through the server callback (libssh >= 0.12)."""
+        self.log("message_request", (int(RequestType.AUTH), int(AuthMethod.INTERACTIVE)))
+        step = self._kbdint_step(msg)
+        return {"info": AuthStatus.INFO, "ok": AuthStatus.SUCCESS}.get(step, AuthStatus.DENIED)
 
     # ---- messages -----------------------------------------------------------------------
     def _on_message(self, session: Session, msg: SshMessage, userdata: Any) -> bool:
@@ -270,17 +293,15 @@ class DemoClient:
             return self._direct_tcpip(msg)
         return False
 
-    def _direct_tcpip(self, msg: SshMessage) -> bool:
-        host, port = msg.destination
-        host = host or ""
+    def _forward_target(self, host: str, port: int) -> socket.socket | None:
+        """Log the request, check it, connect: None refuses (OPEN_FAILURE)."""
         self.log("channel_open_direct_tcpip", (host, port))
         if not self.authenticated or not self.server.forward_allowed(host, port):
-            return False
+            return None
         # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
-        sock = connect_target(host, port)
-        if sock is None:
-            return False
-        channel = msg.channel_open_reply_accept()
+        return connect_target(host, port)
+
+    def _start_forward(self, channel: SshChannel, sock: socket.socket) -> None:
         handler = ForwardHandler(channel, self._require_event(), sock)
         channel.set_callbacks(ChannelCallbacks(
             on_data=lambda s, c, data, is_stderr, u: handler.on_data(data),
@@ -288,7 +309,26 @@ class DemoClient:
             on_close=lambda s, c, u: self._on_forward_close(handler),
         ))
         self._handlers.append(handler)
+
+    def _direct_tcpip(self, msg: SshMessage) -> bool:
+        """direct-tcpip through the message API (libssh 0.10/0.11)."""
+        host, port = msg.destination
+        sock = self._forward_target(host or "", port)
+        if sock is None:
+            return False
+        self._start_forward(msg.channel_open_reply_accept(), sock)
         return True
+
+    def _on_direct_tcpip(self, session: Session, host: str, port: int, orig_host: str,
+                         orig_port: int, userdata: Any) -> SshChannel | None:
+        """direct-tcpip through the server callback (libssh >= 0.12)."""
+        self.log("message_request", (int(RequestType.CHANNEL_OPEN), int(ChannelType.DIRECT_TCPIP)))
+        sock = self._forward_target(host, port)
+        if sock is None:
+            return None
+        channel = SshChannel(session)
+        self._start_forward(channel, sock)
+        return channel
 
     def _on_forward_close(self, handler: ForwardHandler) -> None:
         handler.terminate()
