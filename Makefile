@@ -74,7 +74,7 @@ test-matrix:
 	scripts/test_matrix.sh $(MATRIX)
 
 stress: setup
-	$(PY) -m pytest -q tests/stress $(PYTEST_ARGS)
+	STRESS_SCALE=$${STRESS_SCALE:-10} $(PY) -m pytest -q tests/test_hostile.py $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
