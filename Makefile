@@ -66,6 +66,7 @@ demo: setup
 test: setup
 ifeq ($(LIBSSH),system)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@if [ -n "$${CI:-}" ]; then scripts/ci_vendored.sh; fi
 else
 	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
 endif
