@@ -82,5 +82,5 @@ class Handle:
                 # Under ``-W error::ResourceWarning`` the warning raises: free anyway.
                 try:
                     self.close()
-                except Exception:  # noqa: BLE001 - never raise from a finalizer
+                except Exception:
                     pass

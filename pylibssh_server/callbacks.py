@@ -26,7 +26,6 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pylibssh_server._ffi import ffi, lib
-from pylibssh_server.enums import AuthStatus
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
@@ -71,7 +70,7 @@ def _invoke(session: Session | None, hook: Callable[..., Any], fail: Any, *args:
     """Call ``hook(*args)``; on exception log it, store it on the session, return ``fail``."""
     try:
         return hook(*args)
-    except BaseException as exc:  # noqa: BLE001 - re-raised from the driving call
+    except BaseException as exc:
         if session is not None:
             session._record_exception(exc, getattr(hook, "__name__", "hook"))
         else:

@@ -81,7 +81,7 @@ class SshKey(Handle):
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def generate(cls, type: str = "ed25519", bits: int | None = None) -> SshKey:  # noqa: A002
+    def generate(cls, type: str = "ed25519", bits: int | None = None) -> SshKey:
         """Generate a new private key with ``ssh_pki_generate``.
 
         Args:
@@ -142,7 +142,7 @@ class SshKey(Handle):
         return cls(out[0])
 
     @classmethod
-    def from_public_base64(cls, b64: str | bytes, type: str | None = None) -> SshKey:  # noqa: A002
+    def from_public_base64(cls, b64: str | bytes, type: str | None = None) -> SshKey:
         """Import a public key from its base64 blob (``type`` like ``"ssh-ed25519"``).
 
         A whole ``authorized_keys``-style line ``"<type> <base64> [comment]"`` is accepted too.
@@ -152,7 +152,7 @@ class SshKey(Handle):
         if type is None:
             if len(parts) < 2:
                 raise ValueError("a public key needs its type: 'ssh-ed25519 AAAA...'")
-            type, blob = parts[0], parts[1]  # noqa: A001
+            type, blob = parts[0], parts[1]
         else:
             blob = parts[0] if parts else ""
         keytype = lib.ssh_key_type_from_name(type.encode())
@@ -281,7 +281,7 @@ class SshKey(Handle):
         with self._lock:
             return bool(lib.ssh_key_is_public(self._c))
 
-    def fingerprint(self, hash: str = "sha256") -> str:  # noqa: A002
+    def fingerprint(self, hash: str = "sha256") -> str:
         """Return the fingerprint as ``ssh-keygen -l`` prints it, e.g. ``"SHA256:..."``.
 
         Wraps ``ssh_get_publickey_hash`` and ``ssh_get_fingerprint_hash``.
@@ -334,13 +334,23 @@ class SshKey(Handle):
 def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey]:
     """Parse an OpenSSH ``authorized_keys`` file (path), text, or iterable of lines.
 
+    Raises ``FileNotFoundError`` for a path (a ``PathLike``, or a one-line string without white
+    space) that does not name a file.
+
     Options before the key type (``from="..."``, ``command="..."``, ``no-pty`` ...) are
     skipped, not enforced; comments and blank lines are ignored.  A malformed line raises
     ``SshKeyError`` naming its line number.
     """
-    if isinstance(source, (str, os.PathLike)) and "\n" not in os.fspath(source) and \
-            os.path.exists(os.fspath(source)):
-        with open(os.fspath(source), encoding="utf-8") as f:
+    # A path, or key text: a key line has a space between type and data; a path names a file
+    # or, when it names none, has no white space at all (so a missing file is reported).
+    is_path = isinstance(source, os.PathLike) or (
+        isinstance(source, str) and source != "" and "\n" not in source
+        and (os.path.isfile(source) or not any(c.isspace() for c in source)))
+    if is_path:
+        path = os.fspath(source)  # type: ignore[arg-type]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"authorized_keys file not found: {path}")
+        with open(path, encoding="utf-8") as f:
             lines: Iterable[str] = f.read().splitlines()
     elif isinstance(source, str):
         lines = source.splitlines()

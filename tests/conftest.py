@@ -68,6 +68,29 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
             stream.close()
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+             ) -> None:
+    """Poll ``predicate`` every 20 ms; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.02)
+
+
+def process_gone(pid: int) -> bool:
+    """True if ``pid`` no longer runs (a zombie left to init counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.fixture
 def host_key() -> Iterator[SshKey]:
     """A fresh Ed25519 host key, closed after the test."""

@@ -132,18 +132,14 @@ def test_too_many_failed_passwords_drop_the_client() -> None:
         transport = paramiko.Transport(("127.0.0.1", server.port))
         try:
             transport.start_client(timeout=10)
-            failures = 0
-            for _ in range(10):
+            for _ in range(10):  # paramiko reports the drop itself as one more auth failure
                 try:
                     transport.auth_password("u", "wrong")
-                except paramiko.AuthenticationException:
-                    failures += 1
                 except (paramiko.SSHException, EOFError, OSError):
-                    break
+                    pass
                 if not transport.is_active():
                     break
-            assert failures <= 3
             assert _wait_for(lambda: not transport.is_active(), 5) is True
         finally:
             transport.close()
-        assert server.clients[0].callback_log["auth_password"] == [("u", "wrong")] * failures
+        assert server.clients[0].callback_log["auth_password"] == [("u", "wrong")] * 3

@@ -350,3 +350,14 @@ def test_unclosed_key_warns() -> None:
     with pytest.warns(ResourceWarning, match="unclosed SshKey"):
         key.__del__()
     assert key.closed is True
+
+
+def test_parse_authorized_keys_missing_file_is_file_not_found(tmp_path) -> None:
+    """A path (PathLike, or a string without spaces) naming no file raises FileNotFoundError
+    naming it, instead of being parsed as key text."""
+    from pylibssh_server import parse_authorized_keys
+
+    missing = tmp_path / "authorized_keys"
+    for source in (missing, str(missing)):
+        with pytest.raises(FileNotFoundError, match="authorized_keys file not found"):
+            parse_authorized_keys(source)

@@ -150,6 +150,9 @@ class DemoClient:
             self.finished.set()
 
     def _poll_timeout(self) -> float | None:
+        if any(h.backlogged and not h.finished and not h.channel.closed and h.input_room() > 0
+               for h in self._handlers):
+            return 0.0  # client data waits in libssh and there is room: drain it now
         if any(isinstance(h, ExecHandler) and h.needs_timer for h in self._handlers):
             return 0.05
         if not self.authenticated:

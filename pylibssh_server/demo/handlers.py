@@ -80,8 +80,13 @@ class ChannelHandler:
                 self.backlogged = False
                 data = self.channel.read_nonblocking(min(room, READ_SIZE))
                 if data:
-                    self.on_data(data)
+                    self.take_drained(data)
                     self.backlogged = True  # maybe more behind it
+
+    def take_drained(self, data: bytes) -> None:
+        """Take data already read out of libssh, all of it: it cannot be put back (the read
+        polls the session, so a data callback may have used the room in the meantime)."""
+        self.on_data(data)
 
     def terminate(self) -> None:
         """Release every resource (processes, fds) at once; idempotent."""
@@ -165,11 +170,18 @@ class _Sink:
 
     def flush(self) -> None:
         while self.buffer and self.fd is not None:
+            # Release the view before resizing: a live export (e.g. held by an OSError's
+            # traceback) makes bytearray.clear()/del raise BufferError.
+            view = memoryview(self.buffer)
             try:
-                n = self.write(memoryview(self.buffer))
+                n = self.write(view)
             except BlockingIOError:
                 break
             except OSError:
+                n = -1
+            finally:
+                view.release()
+            if n < 0:
                 self.buffer.clear()
                 self.on_error()
                 return
@@ -233,6 +245,7 @@ class ExecHandler(ChannelHandler):
         self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
         self.stderr = _Pump(self, stderr_fd, lambda d: self.channel.write(d, stderr=True),
                             lambda: None)
+        self.client_eof = False
         self.pidfd: int | None = None
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
@@ -254,9 +267,19 @@ class ExecHandler(ChannelHandler):
             self.backlogged = True
         return len(taken)
 
+    def take_drained(self, data: bytes) -> None:
+        self.stdin.push(data)
+
     def on_eof(self) -> None:
-        self.stdin.eof = True
-        self.stdin.flush()
+        self.client_eof = True
+        self._close_stdin_when_drained()
+
+    def _close_stdin_when_drained(self) -> None:
+        # The client's EOF can arrive while libssh still holds data we had no room for:
+        # stdin ends only once that data is through.
+        if self.client_eof and not self.backlogged and not self.stdin.eof:
+            self.stdin.eof = True
+            self.stdin.flush()
 
     @property
     def needs_timer(self) -> bool:
@@ -266,6 +289,7 @@ class ExecHandler(ChannelHandler):
         super().service()
         if self.finished:
             return
+        self._close_stdin_when_drained()
         if self.stdin.eof and not self.backlogged and self.stdin.fd is not None:
             self.stdin.flush()
         self.stdout.service()
@@ -316,17 +340,25 @@ class SftpHandler(ChannelHandler):
         super().__init__(channel, event)
         self.engine = engine
         self.on_error = on_error
+        self.client_eof = False
 
     def input_room(self) -> int:
         # Replies are queued on the channel: stop reading requests while it is congested.
         return 0 if self.channel.pending_bytes > HIGH_WATER else INPUT_LIMIT
 
     def on_data(self, data: bytes) -> int:
-        from pylibssh_server.demo.sftp import SftpProtocolError
-
         if self.finished or self.input_room() == 0:
             self.backlogged = True
             return 0
+        return self._feed(data)
+
+    def take_drained(self, data: bytes) -> None:
+        if not self.finished:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> int:
+        from pylibssh_server.demo.sftp import SftpProtocolError
+
         try:
             reply = self.engine.feed(data)
         except SftpProtocolError as exc:
@@ -340,7 +372,20 @@ class SftpHandler(ChannelHandler):
         return len(data)
 
     def on_eof(self) -> None:
+        self.client_eof = True
+        self._end_when_drained()
+
+    def service(self) -> None:
+        super().service()
+        self._end_when_drained()
+
+    def _end_when_drained(self) -> None:
+        # Requests libssh still holds (no room for them yet) are served before the end.
+        if not self.client_eof or self.backlogged or self.finished:
+            return
         if not self.channel.closed:
+            # As sshd's sftp-server exiting 0: scp/sftp treat a missing status as failure.
+            self.channel.send_exit_status(0)
             self.channel.send_eof()
             self.channel.close()
         self.terminate()
@@ -394,14 +439,23 @@ class ForwardHandler(ChannelHandler):
             self.backlogged = True
         return len(taken)
 
+    def take_drained(self, data: bytes) -> None:
+        self.outbound.push(data)
+
     def on_eof(self) -> None:
         self.client_eof = True
-        self.outbound.eof = True
-        self.outbound.flush()
+        self._shutdown_when_drained()
+
+    def _shutdown_when_drained(self) -> None:
+        # Half-close the target only after the data libssh still holds has been sent.
+        if self.client_eof and not self.backlogged and not self.outbound.eof:
+            self.outbound.eof = True
+            self.outbound.flush()
 
     def service(self) -> None:
         super().service()
         if not self.finished:
+            self._shutdown_when_drained()
             self.inbound.service()
             self._maybe_done()
 

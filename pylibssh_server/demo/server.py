@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import logging
 import os
@@ -140,7 +141,13 @@ class DemoServer:
     @staticmethod
     def _load_authorized_keys(source: Any) -> list[SshKey]:
         if isinstance(source, (str, os.PathLike)):
-            return parse_authorized_keys(source)
+            # A path (any PathLike, or a str without the space every key line has) must exist;
+            # otherwise parse_authorized_keys would read it as key text (or fail on a Path).
+            path = os.fspath(source)
+            looks_like_path = isinstance(source, os.PathLike) or not path.strip().count(" ")
+            if looks_like_path and not os.path.isfile(path):
+                raise FileNotFoundError(errno.ENOENT, "authorized keys file not found", path)
+            return parse_authorized_keys(path if looks_like_path else source)
         keys: list[SshKey] = []
         for item in source:
             if isinstance(item, SshKey):
@@ -273,7 +280,7 @@ class DemoServer:
         def target() -> None:
             try:
                 result.append(func(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            except BaseException as exc:
                 error.append(exc)
 
         if not self.is_running:
