@@ -72,7 +72,7 @@ else
 endif
 
 test-matrix:
-	scripts/test_matrix.sh $(MATRIX)
+	UPDATE_README=$${UPDATE_README:-1} scripts/test_matrix.sh $(MATRIX)
 
 stress: setup
 	STRESS_SCALE=$${STRESS_SCALE:-10} $(PY) -m pytest -q tests/test_hostile.py $(PYTEST_ARGS)

@@ -19,4 +19,20 @@ for v in "${versions[@]}"; do
 done
 printf '\n== test matrix ==\n'
 printf '%s\n' "${summary[@]}"
+if [ "${UPDATE_README:-0}" = 1 ]; then
+  # Replace the table between the markers in README.md with what actually ran.
+  table="| libssh | result of the whole suite (\`make test-matrix\`, $(date -u +%Y-%m-%d)) |\n|---|---|"
+  for row in "${summary[@]}"; do
+    name=${row%%: *}
+    table="$table\n| ${name#libssh } | ${row#*: } |"
+  done
+  python3 - "$table" <<'PY'
+import re, sys
+table = sys.argv[1].replace("\\n", "\n")
+text = open("README.md").read()
+new = re.sub(r"(<!-- matrix:start -->).*?(<!-- matrix:end -->)",
+             lambda m: m.group(1) + "\n" + table + "\n" + m.group(2), text, flags=re.S)
+open("README.md", "w").write(new)
+PY
+fi
 exit $status
