@@ -60,6 +60,8 @@ class SessionEvent(Handle):
     """
 
     _kind = "SessionEvent"
+    #: ``dopoll`` handles up to this many rounds of already-ready events per call.
+    max_rounds = 64
 
     def __init__(self, session: Session) -> None:
         with session._lock:
@@ -175,7 +177,10 @@ class SessionEvent(Handle):
         return list(self._fds)
 
     def dopoll(self, timeout: float | None = None) -> int:
-        """Poll once and dispatch callbacks (``ssh_event_dopoll``).
+        """Wait for events and dispatch callbacks (``ssh_event_dopoll``).
+
+        After the first round, further rounds run without waiting while events are ready
+        (at most :attr:`max_rounds`), then deferred work runs once.
 
         Args:
             timeout: seconds to wait at most; None waits until something happens (a wake-up
@@ -201,6 +206,13 @@ class SessionEvent(Handle):
             session._enter()
             try:
                 rc = lib.ssh_event_dopoll(ptr, ms)
+                # libssh reads the socket 4 KiB per round: dispatch what is already ready in
+                # the same call, so the Python work around each call is paid once per batch.
+                rounds = 1
+                while (rc == lib.SSH_OK and rounds < self.max_rounds
+                       and not session._close_requested and session._pending_exc is None
+                       and lib.ssh_event_dopoll(ptr, 0) == lib.SSH_OK):
+                    rounds += 1
             finally:
                 session._exit()
         return int(rc)

@@ -1,0 +1,543 @@
+# SPDX-License-Identifier: MIT
+"""pylibssh_server's DemoServer against asyncssh, paramiko and a C libssh server.
+
+Same cipher (aes128-gcm@openssh.com), key exchange (curve25519-sha256@libssh.org) and host key
+(one Ed25519 key file) for every server; two real clients (OpenSSH ``ssh`` through ``sshpass``,
+and asyncssh in its own process).  Workloads: exec throughput both ways, direct-tcpip
+throughput, connection rate and latency, idle cost, and scaling with concurrency.  For every
+workload the server's CPU time is read from /proc (see README.md).  Every figure is the median
+of N runs.  Output: a markdown table on stdout and in .bench/results.md.
+
+    python benchmarks/run.py            # the full run (~10 min on 2 cores)
+    python benchmarks/run.py --quick    # a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib
+import clients
+from servers import NAMES, PASSWORD, ROOT, TITLES, Server, build_c_server
+
+MiB = 1 << 20
+WORKLOADS = ("s2c", "c2s", "fwd", "conn", "idle", "scale")
+CLIENTS = ("ssh", "asyncssh")
+WORKLOAD_TITLES = {
+    "s2c": "1. server→client exec `head -c`",
+    "c2s": "2. client→server exec `cat > /dev/null`",
+    "fwd": "3. direct-tcpip to a TCP sink",
+    "conn": "4. connect+auth+exec",
+    "idle": "5. idle authenticated connections",
+    "scale": "6. scale with concurrency",
+}
+# Metrics where a bigger value is better (for the reader; ratios are plain our/their).
+HIGHER_IS_BETTER = ("MiB/s", "conn/s")
+
+
+@dataclass
+class Config:
+    runs: int = 3
+    size: int = 256 * MiB
+    conn_count: int = 200
+    conn_concurrency: int = 20
+    latency_count: int = 20
+    idle_count: int = 50
+    idle_seconds: float = 10.0
+    scale_levels: tuple[int, ...] = (1, 10, 50, 200)
+    scale_min_conns: int = 40
+    scale_bytes: int = 64 * MiB
+    timeout: float = 180.0
+    servers: tuple[str, ...] = NAMES
+    clients: tuple[str, ...] = CLIENTS
+    workloads: tuple[str, ...] = WORKLOADS
+
+    def scale_conns(self, k: int) -> int:
+        return max(k, self.scale_min_conns)
+
+
+@dataclass
+class Results:
+    values: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
+    errors: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    metrics: dict[str, list[str]] = field(default_factory=dict)  # workload -> metric order
+
+    def add(self, workload: str, client: str, server: str, figures: dict[str, float]) -> None:
+        order = self.metrics.setdefault(workload, [])
+        for metric, value in figures.items():
+            if metric.startswith("_"):
+                continue
+            if metric not in order:
+                order.append(metric)
+            self.values.setdefault((workload, client, metric, server), []).append(value)
+
+    def fail(self, workload: str, client: str, server: str, message: str) -> None:
+        self.errors.setdefault((workload, client, server), []).append(message)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- measurement ----------------------------------------------------------------------------
+
+def with_cpu(server: Server, fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    """Run ``fn``; the server tree's CPU seconds spent from before it until things settle."""
+    benchlib.settle(server.pid, 3.0)
+    c0 = benchlib.cpu_seconds(server.pid)
+    result = fn()
+    benchlib.settle(server.pid, 5.0)
+    return result, benchlib.cpu_seconds(server.pid) - c0
+
+
+def aspec(server: Server, cfg: Config, op: str, **extra: Any) -> dict[str, Any]:
+    return {"op": op, "port": server.port, "password": PASSWORD, "timeout": cfg.timeout,
+            **extra}
+
+
+def throughput(server: Server, client: str, cfg: Config, op: str, sink_port: int
+               ) -> dict[str, float]:
+    size, port = cfg.size, server.port
+    if client == "ssh":
+        fn: Callable[[], dict[str, Any]] = {
+            "s2c": lambda: clients.ssh_s2c(port, PASSWORD, size, cfg.timeout),
+            "c2s": lambda: clients.ssh_c2s(port, PASSWORD, size, cfg.timeout),
+            "fwd": lambda: clients.ssh_fwd(port, PASSWORD, size, cfg.timeout, sink_port),
+        }[op]
+    else:
+        spec = aspec(server, cfg, op, bytes=size, sink_port=sink_port)
+        fn = lambda: clients.asyncssh_op(spec)  # noqa: E731
+    result, cpu = with_cpu(server, fn)
+    mib = size / MiB
+    figures = {"MiB/s": result["mib_s"]}
+    if "cmd_cpu" in result:
+        figures["CPU ms/MiB"] = (cpu - result["cmd_cpu"]) * 1000 / mib
+        figures["(command ms/MiB, excluded)"] = result["cmd_cpu"] * 1000 / mib
+    else:
+        figures["CPU ms/MiB"] = cpu * 1000 / mib
+    return figures
+
+
+def connrate(server: Server, client: str, cfg: Config, count: int, concurrency: int
+             ) -> tuple[float, float]:
+    if client == "ssh":
+        result, cpu = with_cpu(server, lambda: clients.ssh_connrate(
+            server.port, PASSWORD, count, concurrency, cfg.timeout))
+    else:
+        spec = aspec(server, cfg, "connrate", count=count, concurrency=concurrency)
+        result, cpu = with_cpu(server, lambda: clients.asyncssh_op(spec))
+    if result["failures"]:
+        raise RuntimeError(f"{result['failures']} of {count} connections failed, first: "
+                           f"{result['first_failure']}")
+    return result["conn_s"], cpu * 1000 / count
+
+
+def w_conn(server: Server, client: str, cfg: Config, _sink: int) -> dict[str, float]:
+    rate, cpu_ms = connrate(server, client, cfg, cfg.conn_count, cfg.conn_concurrency)
+    if client == "ssh":
+        lat = clients.ssh_latency(server.port, PASSWORD, cfg.latency_count, 60)["latencies"]
+    else:
+        lat = clients.asyncssh_op(aspec(server, cfg, "latency",
+                                        count=cfg.latency_count))["latencies"]
+    return {"conn/s": rate, "CPU ms/conn": cpu_ms,
+            "latency p50 ms": benchlib.percentile(lat, 0.5) * 1000,
+            "latency p95 ms": benchlib.percentile(lat, 0.95) * 1000}
+
+
+def idle_round(servers: dict[str, Server], client: str, cfg: Config
+               ) -> dict[str, dict[str, float] | Exception]:
+    """``idle_count`` idle connections to every server at once (fresh servers), then every
+    server's CPU over the same ``idle_seconds`` window and its PSS growth per connection."""
+    out: dict[str, dict[str, float] | Exception] = {}
+    mem0: dict[str, int] = {}
+    holders: dict[str, Any] = {}
+    try:
+        for name, server in servers.items():
+            benchlib.settle(server.pid, 3.0)
+            mem0[name] = benchlib.private_kib(server.pid)
+        for name, server in servers.items():
+            try:
+                if client == "ssh":
+                    holders[name] = clients.SshIdle(server.port, PASSWORD, cfg.idle_count, 60)
+                else:
+                    holders[name] = clients.AsyncsshIdle(
+                        aspec(server, cfg, "idle", count=cfg.idle_count), 60)
+            except Exception as exc:  # an "error" cell
+                out[name] = exc
+        time.sleep(1.0)  # let post-auth work finish
+        c0 = {name: benchlib.cpu_seconds(servers[name].pid) for name in holders}
+        t0 = time.monotonic()
+        time.sleep(cfg.idle_seconds)
+        secs = time.monotonic() - t0
+        for name in holders:
+            server = servers[name]
+            if not server.alive():
+                out[name] = RuntimeError("the server died")
+                continue
+            cpu = benchlib.cpu_seconds(server.pid) - c0[name]
+            out[name] = {"CPU %": cpu / secs * 100,
+                         "private KiB/conn": (benchlib.private_kib(server.pid) - mem0[name])
+                         / cfg.idle_count}
+    finally:
+        for holder in holders.values():
+            holder.close()
+    return out
+
+
+def w_scale(server: Server, client: str, cfg: Config, _sink: int) -> dict[str, Any]:
+    """Every level on its own: a failed level leaves its cells empty and is listed in
+    ``_errors``; the others are kept."""
+    out: dict[str, Any] = {"_errors": []}
+    for k in cfg.scale_levels:
+        try:
+            rate, cpu_ms = connrate(server, client, cfg, cfg.scale_conns(k), k)
+        except Exception as exc:  # an "error" cell
+            out["_errors"].append(f"conn @{k}: {type(exc).__name__}: {exc}")
+            continue
+        out[f"conn/s @{k}"] = rate
+        out[f"CPU ms/conn @{k}"] = cpu_ms
+    for k in cfg.scale_levels:
+        try:
+            out.update(scale_tp(server, client, cfg, k))
+        except Exception as exc:  # an "error" cell
+            out["_errors"].append(f"MiB/s @{k}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def scale_tp(server: Server, client: str, cfg: Config, k: int) -> dict[str, float]:
+    total = cfg.scale_bytes // k * k
+    marks: list[float] = []
+
+    def mark() -> None:
+        benchlib.settle(server.pid, 3.0, children=False)  # all up, waiting for "go"
+        marks.append(benchlib.cpu_seconds(server.pid))
+
+    if client == "ssh":
+        result = clients.ssh_scale_tp(server.port, PASSWORD, total, k, cfg.timeout, mark)
+    else:
+        result = clients.asyncssh_staged(
+            aspec(server, cfg, "scale_tp", bytes=total, concurrency=k), mark)
+    benchlib.settle(server.pid, 5.0)
+    cpu = benchlib.cpu_seconds(server.pid) - marks[0]
+    return {f"MiB/s @{k}": result["mib_s"],
+            f"CPU ms/MiB @{k}": (cpu - result["cmd_cpu"]) * 1000 / (total / MiB)}
+
+
+def metric_order(workload: str, cfg: Config) -> list[str]:
+    if workload in ("s2c", "c2s"):
+        return ["MiB/s", "CPU ms/MiB", "(command ms/MiB, excluded)"]
+    if workload == "fwd":
+        return ["MiB/s", "CPU ms/MiB"]
+    if workload == "conn":
+        return ["conn/s", "CPU ms/conn", "latency p50 ms", "latency p95 ms"]
+    if workload == "idle":
+        return ["CPU %", "private KiB/conn"]
+    return [f"{m} @{k}" for m in ("conn/s", "CPU ms/conn") for k in cfg.scale_levels] + \
+        [f"{m} @{k}" for m in ("MiB/s", "CPU ms/MiB") for k in cfg.scale_levels]
+
+
+def run_workload(workload: str, server: Server, client: str, cfg: Config, sink_port: int
+                 ) -> dict[str, Any]:
+    if not server.alive():
+        raise RuntimeError("the server is not running")
+    if workload in ("s2c", "c2s", "fwd"):
+        return throughput(server, client, cfg, workload, sink_port)
+    return {"conn": w_conn, "scale": w_scale}[workload](
+        server, client, cfg, sink_port)
+
+
+# ---- baselines ------------------------------------------------------------------------------
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def command_baselines() -> dict[str, float]:
+    """CPU of ``sh -c true`` alone (no SSH): the command every connection-rate run execs."""
+    c0 = _children_cpu()
+    for _ in range(50):
+        subprocess.run(["/bin/sh", "-c", "true"], check=True, timeout=10)
+    return {"`sh -c true` ms/run": (_children_cpu() - c0) * 1000 / 50}
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+
+
+def _cell(res: Results, key: tuple[str, str, str, str], runs: int) -> tuple[str, float | None]:
+    values = res.values.get(key)
+    if not values:
+        return "error", None
+    med = benchlib.median(values)
+    text = _fmt(med)
+    if len(values) < runs:
+        text += f" ({runs - len(values)}/{runs} err)"
+    return text, med
+
+
+def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, float]) -> str:
+    servers = cfg.servers
+    ours = "pylibssh"
+    others = [s for s in servers if s != ours] if ours in servers else []
+    cols = ["workload", "client", "metric", *(TITLES[s] for s in servers),
+            *(f"our/{TITLES[s]}" for s in others)]
+    lines = [*header, "", "| " + " | ".join(cols) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"]
+    for workload in cfg.workloads:
+        metrics = metric_order(workload, cfg)
+        metrics += [m for m in res.metrics.get(workload, []) if m not in metrics]
+        for client in cfg.clients:
+            for metric in metrics:
+                cells, meds = [], {}
+                for s in servers:
+                    text, med = _cell(res, (workload, client, metric, s), cfg.runs)
+                    cells.append(text)
+                    meds[s] = med
+                ratios = []
+                for s in others:
+                    a, b = meds.get(ours), meds.get(s)
+                    ok = a is not None and b and not metric.startswith("(")
+                    ratios.append(f"{a / b:.2f}" if ok else "-")  # type: ignore[operator]
+                lines.append(f"| {WORKLOAD_TITLES[workload]} | {client} | {metric} | "
+                             + " | ".join(cells + ratios) + " |")
+    lines += ["", "Ratios are plain our/their: above 1 is better for MiB/s and conn/s, "
+              "below 1 is better for CPU, latency and memory.", ""]
+    lines += [
+        "Server CPU is read from /proc for the server process and all its descendants "
+        "(children it reaped included). For exec throughput (1, 2, 6 MiB/s) the exec'd "
+        "command's own CPU, reported by the shell's `times`, is subtracted (shown in the "
+        "\"command\" rows); connection figures (4, 6 conn/s) include the `sh -c true` each "
+        "connection runs (" + ", ".join(f"{k} {_fmt(v)}" for k, v in baselines.items())
+        + " without SSH, the same for every server); 3 and 5 run no command.", ""]
+    if res.errors:
+        lines.append("Errors:")
+        for (workload, client, server), messages in sorted(res.errors.items()):
+            distinct = list(dict.fromkeys(m[:300] for m in messages))
+            lines.append(f"- {workload} / {client} / {TITLES[server]}: {len(messages)}x "
+                         + "; ".join(distinct[:3]) + (" ..." if len(distinct) > 3 else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    import asyncssh
+    import paramiko
+
+    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    libssh = subprocess.run(["pkg-config", "--modversion", "libssh"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    return (f"Python {platform.python_version()}, libssh {libssh} (pkg-config), "
+            f"asyncssh {asyncssh.__version__}, paramiko {paramiko.__version__}, {ssh_v}")
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def start_servers(cfg: Config, hostkey: Path, logdir: Path, c_binary: Path | None,
+                  live: list[Server], fail: Callable[[str, str], Any]) -> dict[str, Server]:
+    """Start every server (each warmed up by one connection, outside the figures)."""
+    ready: dict[str, Server] = {}
+    for name in cfg.servers:
+        server = Server(name, hostkey, logdir, c_binary)
+        try:
+            server.start()
+            live.append(server)
+            clients._ssh_exec(server.port, PASSWORD, "true", 60)
+            ready[name] = server
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            log(f"   {TITLES[name]}: cannot start: {exc}")
+            fail(name, f"server did not start: {exc}")
+    return ready
+
+
+def stop_servers(live: list[Server]) -> None:
+    for server in list(live):
+        server.stop()
+        live.remove(server)
+
+
+def report(res: Results, workload: str, client: str, name: str, run: int,
+           fig: dict[str, Any] | Exception, t0: float) -> None:
+    took = f" ({time.monotonic() - t0:.1f} s)" if t0 else ""
+    if isinstance(fig, Exception):
+        res.fail(workload, client, name, f"{type(fig).__name__}: {fig}")
+        log(f"   run {run + 1} {TITLES[name]:15} {client:8} ERROR {fig}")
+        return
+    for message in fig.get("_errors", []):
+        res.fail(workload, client, name, message)
+        log(f"   run {run + 1} {TITLES[name]:15} {client:8} ERROR {message}")
+    res.add(workload, client, name, fig)
+    shown = ", ".join([f"{k} {_fmt(v)}" for k, v in fig.items()
+                       if not k.startswith("_")][:4])
+    log(f"   run {run + 1} {TITLES[name]:15} {client:8} {shown}{took}")
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1 run, smaller sizes (a few minutes)")
+    p.add_argument("--runs", type=int, help="runs per figure (median); default 3, quick 1")
+    p.add_argument("--size-mib", type=int, help="bytes per throughput run (default 256)")
+    p.add_argument("--servers", help=f"comma list of {','.join(NAMES)}")
+    p.add_argument("--clients", help=f"comma list of {','.join(CLIENTS)}")
+    p.add_argument("--workloads", help=f"comma list of {','.join(WORKLOADS)}")
+    p.add_argument("--c-src", default=str(ROOT.parent / "shared" / "bench"),
+                   help="folder of c_libssh_server.c and its Makefile")
+    p.add_argument("--out", default=str(ROOT / ".bench" / "results.md"))
+    args = p.parse_args(argv)
+    cfg = Config()
+    if args.quick:
+        cfg = Config(runs=1, size=64 * MiB, conn_count=100, latency_count=10,
+                     idle_seconds=5.0, scale_min_conns=20, scale_bytes=32 * MiB, timeout=120)
+    if args.runs:
+        cfg.runs = max(1, args.runs)
+    if args.size_mib:
+        cfg.size = max(16, args.size_mib) * MiB
+    for attr, allowed in (("servers", NAMES), ("clients", CLIENTS), ("workloads", WORKLOADS)):
+        value = getattr(args, attr)
+        if value:
+            chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+            bad = [v for v in chosen if v not in allowed]
+            if bad:
+                p.error(f"unknown {attr}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+            setattr(cfg, attr, tuple(v for v in allowed if v in chosen))
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not benchlib.STOPPING.is_set():
+            benchlib.interrupt()
+            raise KeyboardInterrupt
+
+    # Installed explicitly: a shell may start us with SIGINT ignored (background jobs).
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # 200 clients x 3 pipes
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    bench_dir = ROOT / ".bench"
+    logdir = bench_dir / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    res = Results()
+    started = time.time()
+    load0 = os.getloadavg()
+    live: list[Server] = []
+    sink: subprocess.Popen | None = None
+    c_binary: Path | None = None
+    try:
+        with tempfile.TemporaryDirectory(dir=bench_dir) as tmp:
+            hostkey = Path(tmp) / "hostkey_ed25519"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)],
+                           check=True, timeout=30)
+            if "c" in cfg.servers:
+                try:
+                    c_binary = build_c_server(Path(args.c_src), bench_dir / "bin")
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    log(f"C server: {exc}")
+            sink_port = 0
+            if "fwd" in cfg.workloads:
+                sink_log = str(logdir / "sink.log")
+                with open(sink_log, "w") as f:
+                    sink = benchlib.spawn([sys.executable, str(Path(__file__).parent / "sink.py")],
+                                          stdin=subprocess.DEVNULL, stdout=f,
+                                          stderr=subprocess.STDOUT)
+                sink_port = int(benchlib.wait_json_line(sink_log, sink, "port")["port"])
+            baselines = command_baselines()
+            for workload in cfg.workloads:
+                log(f"== {WORKLOAD_TITLES[workload]}")
+                if workload == "idle":
+                    # Fresh servers for every round (memory baselines), all measured at once.
+                    for run in range(cfg.runs):
+                        for client in cfg.clients:
+                            ready = start_servers(cfg, hostkey, logdir, c_binary, live,
+                                                  lambda name, msg, c=client, w=workload: res.fail(
+                                                      w, c, name, msg))
+                            try:
+                                for name, fig in idle_round(ready, client, cfg).items():
+                                    report(res, workload, client, name, run, fig, 0.0)
+                            finally:
+                                stop_servers(live)
+                    continue
+                ready = start_servers(cfg, hostkey, logdir, c_binary, live,
+                                      lambda name, msg, w=workload: [
+                                          res.fail(w, c, name, msg) for c in cfg.clients])
+                try:
+                    for run in range(cfg.runs):
+                        for name, server in ready.items():
+                            for client in cfg.clients:
+                                t0 = time.monotonic()
+                                fig: dict[str, Any] | Exception
+                                try:
+                                    fig = run_workload(workload, server, client, cfg,
+                                                       sink_port)
+                                except Exception as exc:  # an "error" cell
+                                    fig = exc
+                                report(res, workload, client, name, run, fig, t0)
+                finally:
+                    stop_servers(live)
+        header = [
+            "# pylibssh_server benchmark",
+            "",
+            f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+            f"{'quick' if args.quick else 'full'} mode: median of {cfg.runs} run(s), "
+            f"{cfg.size // MiB} MiB per throughput run, {cfg.conn_count} connections at "
+            f"{cfg.conn_concurrency} concurrent, {cfg.idle_count} idle connections for "
+            f"{cfg.idle_seconds:g} s, scale levels {list(cfg.scale_levels)} "
+            f"({cfg.scale_bytes // MiB} MiB in all per level). Took "
+            f"{(time.time() - started) / 60:.1f} min; load average "
+            f"{load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",
+            "",
+            versions() + ". Cipher aes128-gcm@openssh.com, kex "
+            "curve25519-sha256@libssh.org, Ed25519 host key for all.",
+        ]
+        text = render(res, cfg, header, baselines)
+        print(text, flush=True)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        raw = {"config": {k: v for k, v in cfg.__dict__.items()},
+               "values": {"|".join(k): v for k, v in res.values.items()},
+               "errors": {"|".join(k): v for k, v in res.errors.items()},
+               "baselines": baselines}
+        out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=list) + "\n")
+        log(f"written to {out}")
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted: stopping every process started")
+        return 130
+    finally:
+        for server in live:
+            server.stop()
+        if sink is not None:
+            benchlib.stop(sink)
+        benchlib.stop_all()
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
