@@ -368,6 +368,18 @@ def _aclient_argv(spec: dict[str, Any]) -> list[str]:
     return [sys.executable, str(HERE / "aclient.py"), json.dumps(spec)]
 
 
+def _result(proc: subprocess.Popen[bytes], out: bytes, errout: bytes) -> dict[str, Any]:
+    """The last JSON line aclient.py printed, or its error as RuntimeError."""
+    lines = [ln for ln in out.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"asyncssh client exit {proc.returncode}: "
+                           f"{errout.decode('utf-8', 'replace').strip()[-300:]}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise RuntimeError(f"asyncssh client: {result['error']}")
+    return result
+
+
 def asyncssh_op(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one aclient.py op to completion; its JSON result, or raise its error."""
     timeout = spec.get("timeout", 120)
@@ -377,14 +389,7 @@ def asyncssh_op(spec: dict[str, Any]) -> dict[str, Any]:
         out, errout = proc.communicate(timeout=timeout + 30)
     finally:
         benchlib.kill(proc)
-    lines = [ln for ln in out.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"asyncssh client exit {proc.returncode}: "
-                           f"{errout.decode('utf-8', 'replace').strip()[-300:]}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise RuntimeError(f"asyncssh client: {result['error']}")
-    return result
+    return _result(proc, out, errout)
 
 
 def asyncssh_staged(spec: dict[str, Any], mark: Callable[[], None]) -> dict[str, Any]:
@@ -407,14 +412,7 @@ def asyncssh_staged(spec: dict[str, Any], mark: Callable[[], None]) -> dict[str,
     finally:
         timer.cancel()
         benchlib.kill(proc)
-    lines = [ln for ln in out.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"asyncssh client exit {proc.returncode}: "
-                           f"{errout.decode('utf-8', 'replace').strip()[-300:]}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise RuntimeError(f"asyncssh client: {result['error']}")
-    return result
+    return _result(proc, out, errout)
 
 
 class AsyncsshIdle:
