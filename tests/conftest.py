@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import paramiko
@@ -32,6 +34,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 
 
+#: OpenSSH client options independent of ``~/.ssh``, the agent and the system config.
+SSH_OPTS = (
+    "-F", "/dev/null",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=10",
+    "-o", "IdentityAgent=none",
+)
+
+
 def ssh_base_args(port: int, *, batch: bool = True) -> list[str]:
     """OpenSSH client options independent of ``~/.ssh`` and the system config.
 
@@ -39,13 +53,7 @@ def ssh_base_args(port: int, *, batch: bool = True) -> list[str]:
     then off so no user key is tried.
     """
     args = [
-        "-F", "/dev/null",
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR",
-        "-o", "ConnectTimeout=10",
-        "-o", "IdentityAgent=none",
+        *SSH_OPTS,
         "-o", f"BatchMode={'yes' if batch else 'no'}",
         "-p", str(port),
     ]
@@ -89,6 +97,43 @@ def process_gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[int]:
+    """Run ``server`` (bound to 127.0.0.1) in a thread; yield its port; shut it down after."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(60)
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+
+
+class _ThreadingServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def echo_server() -> Iterator[int]:
+    """A TCP echo server on 127.0.0.1 (echoes until EOF, then half-closes); yields its port."""
+    with serving(_ThreadingServer(("127.0.0.1", 0), _Echo)) as port:
+        yield port
 
 
 @pytest.fixture

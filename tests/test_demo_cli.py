@@ -22,19 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stop_process
+from conftest import SSH_OPTS, stop_process
 
 PYTHON = sys.executable
 TIMEOUT = 20
-SSH_OPTS = (
-    "-F", "/dev/null",
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=10",
-    "-o", "IdentityAgent=none",
-)
 
 
 def cli(*args: str) -> list[str]:

@@ -14,27 +14,17 @@ import http.server
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import process_gone, stop_process, wait_for
+from conftest import SSH_OPTS, process_gone, serving, stop_process, wait_for
 
 from pylibssh_server import PublicKeyState, SshKey
 from pylibssh_server.demo import DemoServer
 
-SSH_OPTS = (
-    "-F", "/dev/null",
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=10",
-    "-o", "IdentityAgent=none",
-)
 TIMEOUT = 30
 USER = getpass.getuser()
 
@@ -117,16 +107,8 @@ def http_target() -> Iterator[int]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield int(httpd.server_address[1])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield port
 
 
 def http_get(port: int) -> bytes:

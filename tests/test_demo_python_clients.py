@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import socketserver
 import struct
 import subprocess
 import threading
@@ -112,34 +111,6 @@ def aconnect(server: DemoServer, **options: Any) -> Any:
                             config=None, gss_host=None, connect_timeout=TIMEOUT, **options)
 
 
-@pytest.fixture
-def echo_server() -> Iterator[int]:
-    """A TCP echo server on 127.0.0.1 (echoes until EOF, then half-closes); yields its port."""
-
-    class Echo(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            sock: socket.socket = self.request
-            sock.settimeout(TIMEOUT)
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-
-    class Server(socketserver.ThreadingTCPServer):
-        allow_reuse_address = True
-
-    server = Server(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 # ---- password -------------------------------------------------------------------------------

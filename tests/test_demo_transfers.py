@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
-import socketserver
 import subprocess
 import threading
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from conftest import SSH_OPTS as BASE_SSH_OPTS
 from conftest import process_gone, wait_for
 
 from pylibssh_server.demo import DemoServer
@@ -29,16 +28,7 @@ from pylibssh_server.demo import DemoServer
 Factory = Callable[..., DemoServer]
 TIMEOUT = 60
 BIG = 64 << 20
-SSH_OPTS = (
-    "-F", "/dev/null",
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=10",
-    "-o", "IdentityAgent=none",
-    "-o", "PubkeyAuthentication=no",
-)
+SSH_OPTS = (*BASE_SSH_OPTS, "-o", "PubkeyAuthentication=no")
 
 
 def sha256(data: bytes) -> str:
@@ -92,34 +82,6 @@ def big_data() -> bytes:
     return os.urandom(BIG)
 
 
-@pytest.fixture
-def echo_server() -> Iterator[int]:
-    """A TCP echo server on 127.0.0.1 (echoes until EOF, then half-closes); yields its port."""
-
-    class Echo(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            sock: socket.socket = self.request
-            sock.settimeout(TIMEOUT)
-            while True:
-                data = sock.recv(1 << 20)
-                if not data:
-                    break
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-
-    class Server(socketserver.ThreadingTCPServer):
-        allow_reuse_address = True
-
-    server = Server(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 # ---- 64 MiB ---------------------------------------------------------------------------------
