@@ -183,9 +183,9 @@ class SshChannel(Handle):
                         n = lib.ssh_channel_write_stderr(ptr, ffi.from_buffer(chunk),
                                                          len(chunk))
                 finally:
-                    session._depth -= 1  # no re-raise here: the outer driving call does it
-                    if session._depth == 0:
-                        session._driver = None
+                    # Bookkeeping only: deferred work and re-raising belong to the enclosing
+                    # driving call (or the next one when write() is called outside a poll).
+                    session._leave()
                 if n < 0:
                     self.write_error = get_error(session._ptr) or f"rc={n}"
                     self._pending = 0

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +265,3 @@ class SessionEvent(Handle):
         # Owned by its session, which closes it.
         pass
 
-
-def make_nonblocking(fd: int) -> None:
-    """Set ``O_NONBLOCK`` on ``fd`` (for pipes and sockets polled in a ``SessionEvent``)."""
-    os.set_blocking(fd, False)

@@ -78,7 +78,6 @@ class Session(Handle):
         #: ``(host, port)`` of the client, set by ``Bind.accept``.
         self.peer: tuple[str, int] | None = None
         self.auth_attempts = 0
-        self._kbdint_user: str | None = None
         self._blocking = True
 
     # ---- driving protocol ---------------------------------------------------------------
@@ -93,12 +92,18 @@ class Session(Handle):
             ensure_thread_logging()
         self._depth += 1
 
-    def _exit(self) -> None:
-        """End such a C call; the outermost one runs deferred work and re-raises."""
+    def _leave(self) -> bool:
+        """End such a C call; True if it was the outermost one."""
         self._depth -= 1
         if self._depth:
-            return
+            return False
         self._driver = None
+        return True
+
+    def _exit(self) -> None:
+        """End such a C call; the outermost one runs deferred work and re-raises."""
+        if not self._leave():
+            return
         self._run_deferred()
         exc, self._pending_exc = self._pending_exc, None
         if exc is not None:

@@ -15,13 +15,12 @@ between bounded buffers.  Flow control in both directions:
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
 import subprocess
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
 
@@ -484,7 +483,3 @@ def connect_target(host: str, port: int, timeout: float = 5.0) -> socket.socket 
     except (OSError, ValueError, OverflowError, UnicodeError):
         return None
 
-
-def exit_code_of(exc: BaseException) -> Any:
-    """errno of an OSError, for log lines."""
-    return getattr(exc, "errno", errno.EIO)
