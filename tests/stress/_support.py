@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: MIT
+"""What the stress suite shares: the scale, process counters, a CLI server, the report table.
+
+``make test`` runs this suite at ``STRESS_SCALE=1`` (the fast subset); ``make stress`` runs it
+with ``STRESS_SCALE=10``, where :func:`pick` switches to the full counts of the issue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+SCALE = max(1, int(os.environ.get("STRESS_SCALE", "1")))
+FULL = SCALE > 1
+
+
+def pick(fast: int, full: int) -> int:
+    """``fast`` in ``make test``, ``full`` in ``make stress``."""
+    return full if FULL else fast
+
+
+@dataclass(frozen=True)
+class ProcStats:
+    """RSS (KiB), open fds, threads and child processes of one process, read from /proc."""
+
+    rss_kib: int
+    fds: int
+    threads: int
+    children: int
+
+    @classmethod
+    def of(cls, pid: int | None = None) -> ProcStats:
+        pid = os.getpid() if pid is None else pid
+        rss = threads = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Threads:"):
+                    threads = int(line.split()[1])
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = len(f.read().split())
+        except OSError:
+            children = 0
+        return cls(rss, fds, threads, children)
+
+    def __str__(self) -> str:
+        return f"{self.rss_kib // 1024} MiB/{self.fds} fds/{self.threads} thr"
+
+
+@dataclass
+class Row:
+    case: str
+    tried: int = 0
+    faults: int = 0
+    sent: int | None = None
+    received: int | None = None
+    before: ProcStats | None = None
+    after: ProcStats | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS: list[Row] = []
+
+
+def record(case: str, **kwargs: Any) -> Row:
+    """Add one row to the table printed at the end of the run."""
+    row = Row(case, **kwargs)
+    ROWS.append(row)
+    return row
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n:,}"
+
+
+def table() -> str:
+    """The rows as a markdown table."""
+    head = ("| case | connections | faults | bytes sent | bytes received | "
+            "server before (RSS/fds/threads) | after | s |")
+    lines = [head, "|" + "---|" * 8]
+    for r in ROWS:
+        lines.append(
+            f"| {r.case} | {r.tried:,} | {r.faults:,} | {_fmt_bytes(r.sent)} | "
+            f"{_fmt_bytes(r.received)} | {r.before or '-'} | {r.after or '-'} | "
+            f"{r.seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def wait_until(predicate: Any, timeout: float, what: str = "condition") -> None:
+    """Poll every 20 ms; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.02)
+
+
+@dataclass
+class CliServer:
+    """A DemoServer started through its CLI: the process the table's counters are read from."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    pid: int
+
+    def stats(self) -> ProcStats:
+        return ProcStats.of(self.pid)
+
+
+@contextmanager
+def cli_server(*args: str, password: str = "foo") -> Iterator[CliServer]:
+    """``python -m pylibssh_server.demo --password foo ARGS`` until the block ends (SIGTERM)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pylibssh_server.demo", "--password", password, *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"demo server did not start: {proc.communicate(5)[1]}")
+        ready = json.loads(line)
+        yield CliServer(proc, int(ready["port"]), int(ready["pid"]))
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == 0, f"demo server exited {proc.returncode}"
