@@ -229,7 +229,11 @@ class Bind(Handle):
         return self._adopt(conn, address)
 
     def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
-        conn.setblocking(True)
+        # Non-blocking: libssh writes only after POLLOUT, but a blocking send() of a large
+        # buffer to a peer that stopped reading would then hang the session's thread for
+        # good (nothing could stop it).  Non-blocking, the send is partial and libssh waits
+        # for the next POLLOUT.
+        conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session()

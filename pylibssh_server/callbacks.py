@@ -68,6 +68,12 @@ def _to_request(value: Any) -> int:
 
 def _invoke(session: Session | None, hook: Callable[..., Any], fail: Any, *args: Any) -> Any:
     """Call ``hook(*args)``; on exception log it, store it on the session, return ``fail``."""
+    # A libssh call we did not mark as driving (any call that flushes can dispatch packets)
+    # still runs callbacks: mark the session busy so closes inside the hook are deferred
+    # instead of freeing what libssh is walking.
+    outermost = session is not None and session._depth == 0
+    if outermost:
+        session._enter()  # type: ignore[union-attr]
     try:
         return hook(*args)
     except BaseException as exc:
@@ -76,6 +82,9 @@ def _invoke(session: Session | None, hook: Callable[..., Any], fail: Any, *args:
         else:
             logger.error("exception in libssh callback %r", hook, exc_info=exc)
         return fail
+    finally:
+        if outermost:
+            session._leave()  # type: ignore[union-attr]
 
 
 class _CallbackStruct:
@@ -188,6 +197,8 @@ class ChannelCallbacks(_CallbackStruct):
 
     - ``on_data(session, channel, data: bytes, is_stderr: bool, userdata) -> int | None``:
       bytes consumed (None = all); what is not consumed stays buffered in libssh.
+      libssh passes everything it holds for the channel each time, so a hook that takes
+      only part should also give ``data_room``.
     - ``on_eof``, ``on_close``, ``on_auth_agent_req``: no extra arguments, no result.
     - ``on_signal(..., signal)``, ``on_exit_status(..., status)``,
       ``on_exit_signal(..., signal, core, errmsg, lang)``.
@@ -200,6 +211,11 @@ class ChannelCallbacks(_CallbackStruct):
     - ``on_pty_window_change(..., cols, rows, pxwidth, pxheight)``
     - ``on_write_wontblock(..., nbytes)``
     - ``on_open_response(..., is_success)`` (libssh >= 0.11)
+
+    ``data_room(available: int) -> int`` (not a libssh callback) is asked first, with the
+    number of bytes libssh holds: ``on_data`` then gets at most that many, and is not called
+    at all for 0.  The rest stays in libssh, whose window stops growing, and is offered again
+    with the next data.  It saves copying a large backlog on every packet.
 
     One ``ChannelCallbacks`` serves exactly one channel.
     """
@@ -243,12 +259,16 @@ class ChannelCallbacks(_CallbackStruct):
         on_subsystem_request: Hook = None,
         on_write_wontblock: Hook = None,
         on_open_response: Hook = None,
+        data_room: Callable[[int], int] | None = None,
         userdata: Any = None,
     ) -> None:
         hooks = dict(locals())
-        for name in ("self", "userdata", "__class__"):
+        for name in ("self", "userdata", "data_room", "__class__"):
             hooks.pop(name, None)
+        if data_room is not None and not callable(data_room):
+            raise TypeError(f"data_room must be callable, not {type(data_room).__name__}")
         super().__init__(hooks, userdata)
+        self.data_room = data_room
         self._channel: SshChannel | None = None
 
     def _set_field(self, hook: str) -> None:
@@ -429,8 +449,16 @@ def _channel_data_function_cb(
     cbs, chan, sess = _chan(userdata)
     hook = cbs.hooks["on_data"]
     assert hook is not None
-    payload = ffi.buffer(data, length)[:]
     failed = object()
+    if cbs.data_room is not None:
+        room = _invoke(sess, cbs.data_room, failed, length)
+        if room is failed:
+            chan._defer_close()
+            return 0
+        length = max(0, min(int(room), length))
+        if length == 0:
+            return 0
+    payload = ffi.buffer(data, length)[:]
     result = _invoke(sess, hook, failed, sess, chan, payload, bool(is_stderr), cbs.userdata)
     if result is failed:
         # Nothing consumed; the channel is closed once the poll returns.

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["SshChannel"]
 
 _READ_CHUNK = 65536
+#: Bytes handed to libssh's session output buffer while it has not drained yet.
+_OUT_BUFFER_LIMIT = 4 << 20
 
 
 class SshChannel(Handle):
@@ -155,10 +157,18 @@ class SshChannel(Handle):
             return
         # ssh_channel_write flushes through a nested poll that can run our fd handlers, which
         # write to this channel again: they only queue, the outer loop sends in order.
+        # Not only writes poll: send_eof/close flush through ssh_blocking_flush, which
+        # dispatches incoming packets, so callbacks (another channel's close, say) can run
+        # inside any of these calls and must see the session as busy.
+        session = self._session
         self._flushing = True
+        session._enter()
         try:
             self._flush_queue(ptr)
         finally:
+            # Bookkeeping only: deferred work and re-raising belong to the enclosing
+            # driving call (or the next one when write() is called outside a poll).
+            session._leave()
             self._flushing = False
 
     def _flush_queue(self, ptr: Any) -> None:
@@ -171,27 +181,30 @@ class SshChannel(Handle):
                     # libssh waits for window space itself (bounded by the session timeout).
                     chunk = value
                 else:
+                    # libssh queues every packet in its output buffer whether or not the
+                    # socket takes it: a peer with a huge window that stops reading would
+                    # grow that buffer without bound.  Hand it more only while what we gave
+                    # it since it was last empty stays under a limit.
+                    if lib.ssh_get_poll_flags(session._ptr) & lib.SSH_WRITE_PENDING:
+                        if session._out_unflushed >= _OUT_BUFFER_LIMIT:
+                            return
+                    else:
+                        session._out_unflushed = 0
                     window = lib.ssh_channel_window_size(ptr)
                     if window == 0:
                         return
                     chunk = value[: min(len(value), window, 1 << 20)]
-                session._enter()
-                try:
-                    if kind == "data":
-                        n = lib.ssh_channel_write(ptr, ffi.from_buffer(chunk), len(chunk))
-                    else:
-                        n = lib.ssh_channel_write_stderr(ptr, ffi.from_buffer(chunk),
-                                                         len(chunk))
-                finally:
-                    # Bookkeeping only: deferred work and re-raising belong to the enclosing
-                    # driving call (or the next one when write() is called outside a poll).
-                    session._leave()
+                if kind == "data":
+                    n = lib.ssh_channel_write(ptr, ffi.from_buffer(chunk), len(chunk))
+                else:
+                    n = lib.ssh_channel_write_stderr(ptr, ffi.from_buffer(chunk), len(chunk))
                 if n < 0:
                     self.write_error = get_error(session._ptr) or f"rc={n}"
                     self._pending = 0
                     queue.clear()
                     return
                 self._pending -= n
+                session._out_unflushed += n
                 if n < len(value):
                     queue[0] = (kind, value[n:])
                     if n == 0:
@@ -314,8 +327,13 @@ class SshChannel(Handle):
         self._closing = True
         if self._callbacks is not None:
             lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
-        lib.ssh_channel_close(ptr)
-        lib.ssh_channel_free(ptr)
+        session = self._session
+        session._enter()  # both calls flush, and so may dispatch other channels' callbacks
+        try:
+            lib.ssh_channel_close(ptr)
+            lib.ssh_channel_free(ptr)
+        finally:
+            session._leave()
         self._session._forget_channel(self)
         # libssh 0.10 keeps a freed channel (without our callbacks) until the peer's CLOSE;
         # the struct itself was unlinked above, so it can go.

@@ -81,6 +81,7 @@ class Session(Handle):
         self._blocking = True
 
     # ---- driving protocol ---------------------------------------------------------------
+        self._out_unflushed = 0  # see SshChannel._flush_queue
     def _in_callback(self) -> bool:
         """True if the calling thread is inside a libssh call on this session."""
         return self._depth > 0 and self._driver == threading.get_ident()

@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="private host key to use instead of a fresh Ed25519 key")
     parser.add_argument("--sftp-root", metavar="DIR",
                         help="directory served as / over SFTP (default: the real file system)")
-    parser.add_argument("--login-grace-time", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--login-grace-time", type=float, default=60.0, metavar="SECONDS",
+                        help="drop a client not logged in after this long (60)")
+    parser.add_argument("--max-auth-attempts", type=int, default=20, metavar="N",
+                        help="drop a client after N failed authentications (20)")
+    parser.add_argument("--max-channels", type=int, default=1024, metavar="N",
+                        help="channels one client may have open at once (1024)")
+    parser.add_argument("--forward-loopback-only", action="store_true",
+                        help="refuse direct-tcpip forwards to anything but loopback")
     parser.add_argument("--verbose", action="store_true", help="print every event")
     parser.add_argument("--libssh-log", choices=[lv.name.lower() for lv in LogLevel],
                         help="libssh log level (to stderr)")
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             authorized_keys=args.authorized_keys or (), host_key=args.hostkey,
             sftp_root=args.sftp_root, verbose=args.verbose,
             login_grace_time=args.login_grace_time,
+            max_auth_attempts=args.max_auth_attempts, max_channels=args.max_channels,
+            forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
         )

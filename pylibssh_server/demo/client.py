@@ -48,6 +48,9 @@ KBDINT_INSTRUCTION = "Enter your details."
 KBDINT_PROMPTS = ("Password: ", "Token: ")
 KBDINT_ANSWERS = ("foo", "bar")
 MAX_ENV_PER_CHANNEL = 1000
+#: Client bytes libssh may hold for one channel.  Our window (1.25 MiB on libssh 0.10, 2 MiB
+#: later) bounds what a well-behaved client can have in flight; more means it ignores it.
+MAX_UNREAD_INPUT = 8 << 20
 
 
 class _SessionChannel:
@@ -299,7 +302,8 @@ class DemoClient:
     def _forward_target(self, host: str, port: int) -> socket.socket | None:
         """Log the request, check it, connect: None refuses (OPEN_FAILURE)."""
         self.log("channel_open_direct_tcpip", (host, port))
-        if not self.authenticated or not self.server.forward_allowed(host, port):
+        if not self.authenticated or self._open_channels() >= self.server.max_channels \
+                or not self.server.forward_allowed(host, port):
             return None
         # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
         return connect_target(host, port)
@@ -307,6 +311,7 @@ class DemoClient:
     def _start_forward(self, channel: SshChannel, sock: socket.socket) -> None:
         handler = ForwardHandler(channel, self._require_event(), sock)
         channel.set_callbacks(ChannelCallbacks(
+            data_room=lambda available: self._data_room(handler, available),
             on_data=lambda s, c, data, is_stderr, u: handler.on_data(data),
             on_eof=lambda s, c, u: handler.on_eof(),
             on_close=lambda s, c, u: self._on_forward_close(handler),
@@ -342,13 +347,18 @@ class DemoClient:
         return self._event
 
     # ---- session channels ---------------------------------------------------------------
+    def _open_channels(self) -> int:
+        forwards = sum(1 for h in self._handlers if isinstance(h, ForwardHandler))
+        return len(self._channels) + forwards
+
     def _on_channel_open(self, session: Session, userdata: Any) -> SshChannel | None:
         self.log("channel_open", True)
-        if not self.authenticated:
+        if not self.authenticated or self._open_channels() >= self.server.max_channels:
             return None
         channel = SshChannel(session)
         state = _SessionChannel(channel)
         channel.set_callbacks(ChannelCallbacks(
+            data_room=lambda available: self._data_room(state.handler, available),
             on_data=lambda s, c, data, is_stderr, u: self._on_data(state, data),
             on_eof=lambda s, c, u: self._on_eof(state),
             on_close=lambda s, c, u: self._on_close(state),
@@ -360,6 +370,17 @@ class DemoClient:
         ))
         self._channels.append(state)
         return channel
+
+    def _data_room(self, handler: ChannelHandler | None, available: int) -> int:
+        if available > MAX_UNREAD_INPUT:
+            logger.warning("client %s: sends beyond its channel window (%d bytes unread): "
+                           "disconnecting", self.id, available)
+            self.log("protocol_error", f"{available} bytes sent beyond the channel window")
+            self.session.disconnect()  # deferred until the poll returns
+            return 0
+        if handler is None:
+            return available  # no command yet: nobody reads stdin, discard
+        return handler.data_room(available)
 
     def _on_data(self, state: _SessionChannel, data: bytes) -> int:
         if state.handler is None:

@@ -60,6 +60,13 @@ class ChannelHandler:
         """How many client bytes the handler can take now."""
         return INPUT_LIMIT
 
+    def data_room(self, available: int) -> int:
+        """``ChannelCallbacks.data_room``: take what fits, remember that libssh holds more."""
+        room = self.input_room()
+        if room < available:
+            self.backlogged = True
+        return room
+
     def on_data(self, data: bytes) -> int:
         """Take client data; return how much was consumed."""
         return len(data)

@@ -51,6 +51,8 @@ class DemoServer:
         sftp_root: directory served by SFTP as "/"; None serves the real file system.
         login_grace_time: seconds a client has to authenticate before it is dropped.
         max_auth_attempts: failed authentications after which the client is dropped.
+        max_channels: channels (sessions and forwards) one client may have open at once;
+            further opens are refused.
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
         ciphers, kex, macs, hostkey_algorithms: algorithm lists for the Bind.
@@ -75,6 +77,7 @@ class DemoServer:
         sftp_root: str | os.PathLike[str] | None = None,
         login_grace_time: float = 60.0,
         max_auth_attempts: int = 20,
+        max_channels: int = 1024,
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         ciphers: str | None = None,
@@ -90,6 +93,7 @@ class DemoServer:
         self.sftp_root = None if sftp_root is None else os.fspath(sftp_root)
         self.login_grace_time = float(login_grace_time)
         self.max_auth_attempts = int(max_auth_attempts)
+        self.max_channels = int(max_channels)
         self.forward_allow = forward_allow
         self.command_env = dict(command_env or {})
         self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
