@@ -56,6 +56,17 @@ def _import_passphrase(passphrase: str | None) -> Any:
     return _bytes("" if passphrase is None else passphrase)
 
 
+def _c_ascii(text: str) -> bytes | None:
+    """``text`` as a C string for libssh if it can be a key type name or base64 data.
+
+    Those are ASCII, and a NUL would silently cut the C string short (``"ssh-ed25519\\0junk"``
+    would name a type), so anything else is ``None``: refused here, never an encoding error.
+    """
+    if not text.isascii() or "\0" in text:
+        return None
+    return text.encode("ascii")
+
+
 def _take_string(out: Any) -> str:
     """Copy a libssh-allocated ``char *`` and free it with ``ssh_string_free_char``."""
     try:
@@ -146,8 +157,12 @@ class SshKey(Handle):
         """Import a public key from its base64 blob (``type`` like ``"ssh-ed25519"``).
 
         A whole ``authorized_keys``-style line ``"<type> <base64> [comment]"`` is accepted too.
+
+        Raises:
+            ValueError: no ``type`` given and ``b64`` is not a whole line.
+            SshKeyError: the type is unknown or the data is not a key of that type.
         """
-        text = b64.decode() if isinstance(b64, bytes) else b64
+        text = b64.decode("utf-8", "surrogateescape") if isinstance(b64, bytes) else b64
         parts = text.split()
         if type is None:
             if len(parts) < 2:
@@ -155,12 +170,22 @@ class SshKey(Handle):
             type, blob = parts[0], parts[1]
         else:
             blob = parts[0] if parts else ""
-        keytype = lib.ssh_key_type_from_name(type.encode())
+        return cls._import_public(type, blob)
+
+    @classmethod
+    def _import_public(cls, type: str, blob: str) -> SshKey:
+        """``ssh_pki_import_pubkey_base64`` of exactly ``blob`` as a key of type ``type``."""
+        c_type = _c_ascii(type)
+        keytype = lib.SSH_KEYTYPE_UNKNOWN if c_type is None else lib.ssh_key_type_from_name(c_type)
         if keytype == lib.SSH_KEYTYPE_UNKNOWN:
             raise SshKeyError(f"unknown public key type {type!r}",
                               function="ssh_key_type_from_name")
+        c_blob = _c_ascii(blob)
         out = ffi.new("ssh_key *")
-        rc = lib.ssh_pki_import_pubkey_base64(blob.encode(), keytype, out)
+        if c_blob is None:
+            rc = lib.SSH_ERROR
+        else:
+            rc = lib.ssh_pki_import_pubkey_base64(c_blob, keytype, out)
         if rc != lib.SSH_OK:
             raise SshKeyError(f"invalid {type} public key data",
                               function="ssh_pki_import_pubkey_base64", code=rc)
@@ -313,7 +338,10 @@ class SshKey(Handle):
         """Compare the public parts (``ssh_key_cmp(..., SSH_KEY_CMP_PUBLIC)``)."""
         if self is other:
             return True
-        with self._lock, other._lock:
+        # Both locks, always in the same order: a.public_equals(b) in one thread and
+        # b.public_equals(a) in another would otherwise deadlock.
+        first, second = sorted((self._lock, other._lock), key=id)
+        with first, second:
             return lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0
 
     def __eq__(self, other: object) -> bool:
@@ -340,6 +368,10 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
     Options before the key type (``from="..."``, ``command="..."``, ``no-pty`` ...) are
     skipped, not enforced; comments and blank lines are ignored.  A malformed line raises
     ``SshKeyError`` naming its line number.
+
+    As in sshd, only ``\\n`` ends a line (other line breaks such as a form feed or U+2028 may
+    sit in a comment), a file may hold bytes that are not UTF-8 outside the key itself, and
+    ``\\"`` in an option value is a quote that does not end the value.
     """
     # A path, or key text: a key line has a space between type and data; a path names a file
     # or, when it names none, has no white space at all (so a missing file is reported).
@@ -350,10 +382,11 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
         path = os.fspath(source)  # type: ignore[arg-type]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"authorized_keys file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            lines: Iterable[str] = f.read().splitlines()
+        # newline="": a lone "\r" is no line end for sshd either; strip() drops that of "\r\n".
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            lines: Iterable[str] = f.read().split("\n")
     elif isinstance(source, str):
-        lines = source.splitlines()
+        lines = source.split("\n")
     else:
         lines = list(source)  # type: ignore[arg-type]
     keys: list[SshKey] = []
@@ -364,14 +397,17 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
                 continue
             fields = _split_options(line)
             for i, field in enumerate(fields):
-                if lib.ssh_key_type_from_name(field.encode()) != lib.SSH_KEYTYPE_UNKNOWN:
-                    if i + 1 >= len(fields):
-                        raise SshKeyError(f"authorized_keys line {number}: missing key data")
-                    try:
-                        keys.append(SshKey.from_public_base64(fields[i + 1], field))
-                    except SshKeyError as exc:
-                        raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
-                    break
+                c_field = _c_ascii(field)
+                if c_field is None or \
+                        lib.ssh_key_type_from_name(c_field) == lib.SSH_KEYTYPE_UNKNOWN:
+                    continue
+                if i + 1 >= len(fields):
+                    raise SshKeyError(f"authorized_keys line {number}: missing key data")
+                try:
+                    keys.append(SshKey._import_public(field, fields[i + 1]))
+                except SshKeyError as exc:
+                    raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
+                break
             else:
                 raise SshKeyError(f"authorized_keys line {number}: no known key type found")
     except BaseException:
@@ -382,12 +418,22 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
 
 
 def _split_options(line: str) -> list[str]:
-    """Split on whitespace, keeping double-quoted option values (which may hold spaces) whole."""
+    """Split on spaces and tabs, keeping double-quoted option values (which may hold them) whole.
+
+    A backslash before a quote escapes it, in a value or not, as sshd reads options:
+    ``command="echo \\"a b\\""`` is one field.
+    """
     fields: list[str] = []
     current: list[str] = []
     quoted = False
-    for ch in line:
-        if ch == '"':
+    pos = 0
+    while pos < len(line):
+        ch = line[pos]
+        pos += 1
+        if ch == "\\" and line[pos : pos + 1] == '"':
+            current.append('\\"')
+            pos += 1
+        elif ch == '"':
             quoted = not quoted
             current.append(ch)
         elif ch in " \t" and not quoted:

@@ -303,6 +303,77 @@ def test_parse_authorized_keys_errors() -> None:
             assert str(info.value).startswith(message)
 
 
+def parsed_blobs(source: Path | str | list[str]) -> list[str]:
+    """The base64 blobs of the keys ``parse_authorized_keys(source)`` returns (then closed)."""
+    keys = parse_authorized_keys(source)
+    try:
+        return [k.public_base64 for k in keys]
+    finally:
+        for k in keys:
+            k.close()
+
+
+def test_parse_authorized_keys_only_newline_ends_a_line(tmp_path: Path) -> None:
+    """Only "\\n" ends a line, as in sshd: a form feed, vertical tab, U+001C, U+0085 or U+2028
+    in a comment is part of it (found by fuzzing: splitlines() cut the comment and reported
+    "no known key type" for its tail); CRLF line ends work; line numbers count "\\n" only."""
+    with SshKey.generate() as k1, SshKey.generate("ecdsa") as k2:
+        breaks = "\x0c\x0b\x1c\x85\u2028\u2029"
+        text = (f"# one{breaks}two\r\n"
+                f"{k1.authorized_key_line('me' + breaks + 'myself')}\r\n"
+                f"{k2.authorized_key_line()} {breaks}x\n")
+        path = tmp_path / "authorized_keys"
+        path.write_bytes(text.encode())
+        for source in (text, text.split("\n"), path):
+            assert parsed_blobs(source) == [k1.public_base64, k2.public_base64]
+        with pytest.raises(SshKeyError, match=r"^authorized_keys line 2: no known key type"):
+            parse_authorized_keys(f"{k1.authorized_key_line()} a\x0cb\ngarbage line\n")
+
+
+def test_parse_authorized_keys_escaped_quotes_in_options() -> None:
+    """A backslash-escaped quote does not end an option value (found by fuzzing: the value's
+    spaces then split it, and a key type name inside it was taken for the key's)."""
+    with SshKey.generate() as k1:
+        lines = [
+            f'command="echo \\"a b\\"" {k1.authorized_key_line()}',
+            f'from="x",command="printf \\" ssh-ed25519 nope\\"",no-pty {k1.authorized_key_line()}',
+            f'command="a\\b \\c" {k1.authorized_key_line()}',  # no quote after: a backslash
+        ]
+        for line in lines:
+            assert parsed_blobs([line]) == [k1.public_base64]
+
+
+def test_parse_authorized_keys_text_that_is_not_ascii(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 in a file's comments are fine; non-ASCII (lone surrogates
+    included) or a NUL in the type or key data is a malformed line: SshKeyError naming it,
+    never a UnicodeError (found by fuzzing) nor a key read up to the NUL."""
+    with SshKey.generate() as k1:
+        path = tmp_path / "authorized_keys"
+        path.write_bytes(b"# caf\xe9\n" + k1.authorized_key_line("j\xf6rg").encode("latin-1")
+                         + b"\n")
+        assert parsed_blobs(path) == [k1.public_base64]
+        good = k1.authorized_key_line()
+        blob = k1.public_base64
+        for bad in (f"{good}\udcff", f"{good}\0junk", f"{good}\u00e9", f"\udcff{good}",
+                    f"ssh-ed25519\0x {blob}", f"{k1.type_name}\u00e9 {blob}"):
+            with pytest.raises(SshKeyError, match=r"^authorized_keys line 2: "):
+                parse_authorized_keys(["# first", bad])
+
+
+def test_from_public_base64_refuses_non_ascii_and_nul() -> None:
+    """from_public_base64 raises SshKeyError for a type or data with a NUL or non-ASCII text,
+    given as str or as bytes that are not UTF-8, instead of a UnicodeError or a key read up
+    to the NUL."""
+    with SshKey.generate() as k1:
+        blob = k1.public_base64
+        for b64, type_name in ((blob + "\0junk", "ssh-ed25519"), (blob + "\udcff", "ssh-ed25519"),
+                               (blob, "ssh-ed25519\0x"), (blob, "ssh-ed25519\udcff"),
+                               (blob.encode() + b"\xff", "ssh-ed25519"),
+                               (b"ssh-ed25519\xff " + blob.encode(), None)):
+            with pytest.raises(SshKeyError):
+                SshKey.from_public_base64(b64, type_name)
+
+
 def test_close_idempotent_and_use_after_close() -> None:
     """close() twice is fine; afterwards every use raises ValueError (never touches C)."""
     key = SshKey.generate()
