@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -51,6 +53,10 @@ MAX_ENV_PER_CHANNEL = 1000
 #: Client bytes libssh may hold for one channel.  Our window (1.25 MiB on libssh 0.10, 2 MiB
 #: later) bounds what a well-behaved client can have in flight; more means it ignores it.
 MAX_UNREAD_INPUT = 8 << 20
+#: When the server stops: how long accepted client data may take to reach its command or
+#: target, and how long a command whose stdin was closed then gets to exit before SIGKILL.
+STOP_DRAIN_SECONDS = 5.0
+STOP_EXIT_GRACE = 0.5
 
 
 class _SessionChannel:
@@ -91,7 +97,15 @@ class DemoClient:
         self._event: SessionEvent | None = None
         self._kbdint_user: str | None = None
         self._failed_auth = 0
+        self._draining = False
+        self._bytes_in_done = 0
         self.finished = threading.Event()
+
+    @property
+    def bytes_in(self) -> int:
+        """Channel data taken from this client (command stdin, forwards, SFTP requests);
+        every such byte is delivered, also when the server stops."""
+        return self._bytes_in_done + sum(h.bytes_in for h in list(self._handlers))
 
     # ---- event log ----------------------------------------------------------------------
     def log(self, name: str, data: Any) -> None:
@@ -145,12 +159,35 @@ class DemoClient:
                 if self._failed_auth >= server.max_auth_attempts:
                     logger.info("client %s: too many authentication failures", self.id)
                     break
+            if self._stop.is_set() and self._handlers:
+                self._drain(event)
         except Exception as exc:
             self.error = exc
             logger.exception("client %s failed", self.id)
         finally:
             self._teardown()
             self.finished.set()
+
+    def _drain(self, event: SessionEvent) -> None:
+        """The server is stopping: deliver the client data already taken (bounded in time),
+        close the inputs, and give commands a moment to finish with what they got."""
+        self._draining = True
+        for handler in self._handlers:
+            handler.end_input()
+        deadline = time.monotonic() + STOP_DRAIN_SECONDS
+        while any(h.input_pending() for h in self._handlers) and time.monotonic() < deadline:
+            try:
+                event.dopoll(0.05)
+            except ValueError:
+                break  # session closed under us
+            except Exception as exc:
+                logger.error("client %s: %s", self.id, exc, exc_info=exc)
+            self._service()
+        grace = time.monotonic() + STOP_EXIT_GRACE
+        for handler in self._handlers:
+            if isinstance(handler, ExecHandler):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    handler.proc.wait(max(0.0, grace - time.monotonic()))
 
     def _poll_timeout(self) -> float | None:
         if any(h.backlogged and not h.finished and not h.channel.closed and h.input_room() > 0
@@ -170,6 +207,7 @@ class DemoClient:
                 handler.terminate()  # its channel is gone
             if handler.finished:
                 self._handlers.remove(handler)
+                self._bytes_in_done += handler.bytes_in
         for state in list(self._channels):
             channel = state.channel
             if channel.closed:
@@ -183,6 +221,7 @@ class DemoClient:
                 handler.terminate()
             except Exception:
                 logger.exception("client %s: handler teardown", self.id)
+        self._bytes_in_done += sum(h.bytes_in for h in self._handlers)
         self._handlers.clear()
         self._channels.clear()
 
@@ -348,8 +387,10 @@ class DemoClient:
 
     # ---- session channels ---------------------------------------------------------------
     def _open_channels(self) -> int:
-        forwards = sum(1 for h in self._handlers if isinstance(h, ForwardHandler))
-        return len(self._channels) + forwards
+        # Channels closed within the current poll are still listed until _service().
+        forwards = sum(1 for h in self._handlers
+                       if isinstance(h, ForwardHandler) and not h.finished)
+        return sum(1 for state in self._channels if not state.channel.closed) + forwards
 
     def _on_channel_open(self, session: Session, userdata: Any) -> SshChannel | None:
         self.log("channel_open", True)
@@ -372,6 +413,8 @@ class DemoClient:
         return channel
 
     def _data_room(self, handler: ChannelHandler | None, available: int) -> int:
+        if self._draining:
+            return 0  # stopping: what libssh still holds was never accepted
         if available > MAX_UNREAD_INPUT:
             logger.warning("client %s: sends beyond its channel window (%d bytes unread): "
                            "disconnecting", self.id, available)

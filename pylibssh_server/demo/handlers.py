@@ -55,6 +55,7 @@ class ChannelHandler:
         self.event = event
         self.backlogged = False  # libssh holds client data we did not take yet
         self.finished = False
+        self.bytes_in = 0  # client bytes taken (each is delivered unless the reader is gone)
 
     def input_room(self) -> int:
         """How many client bytes the handler can take now."""
@@ -93,6 +94,15 @@ class ChannelHandler:
         """Take data already read out of libssh, all of it: it cannot be put back (the read
         polls the session, so a data callback may have used the room in the meantime)."""
         self.on_data(data)
+
+    def end_input(self) -> None:
+        """The server is stopping: take no more client data, deliver what was taken, then
+        end the input (EOF to the command, half-close to the target)."""
+        self.backlogged = False
+
+    def input_pending(self) -> bool:
+        """True while client data taken earlier is still on its way out."""
+        return False
 
     def terminate(self) -> None:
         """Release every resource (processes, fds) at once; idempotent."""
@@ -269,16 +279,26 @@ class ExecHandler(ChannelHandler):
         room = self.stdin.room()
         taken = data[:room]
         self.stdin.push(taken)
+        self.bytes_in += len(taken)
         if len(taken) < len(data):
             self.backlogged = True
         return len(taken)
 
     def take_drained(self, data: bytes) -> None:
         self.stdin.push(data)
+        self.bytes_in += len(data)
 
     def on_eof(self) -> None:
         self.client_eof = True
         self._close_stdin_when_drained()
+
+    def end_input(self) -> None:
+        super().end_input()
+        self.client_eof = True
+        self._close_stdin_when_drained()
+
+    def input_pending(self) -> bool:
+        return bool(self.stdin.buffer) and self.stdin.fd is not None
 
     def _close_stdin_when_drained(self) -> None:
         # The client's EOF can arrive while libssh still holds data we had no room for:
@@ -365,6 +385,7 @@ class SftpHandler(ChannelHandler):
     def _feed(self, data: bytes) -> int:
         from pylibssh_server.demo.sftp import SftpProtocolError
 
+        self.bytes_in += len(data)
         try:
             reply = self.engine.feed(data)
         except SftpProtocolError as exc:
@@ -441,16 +462,26 @@ class ForwardHandler(ChannelHandler):
         room = self.outbound.room()
         taken = data[:room]
         self.outbound.push(taken)
+        self.bytes_in += len(taken)
         if len(taken) < len(data):
             self.backlogged = True
         return len(taken)
 
     def take_drained(self, data: bytes) -> None:
         self.outbound.push(data)
+        self.bytes_in += len(data)
 
     def on_eof(self) -> None:
         self.client_eof = True
         self._shutdown_when_drained()
+
+    def end_input(self) -> None:
+        super().end_input()
+        self.client_eof = True
+        self._shutdown_when_drained()
+
+    def input_pending(self) -> bool:
+        return bool(self.outbound.buffer) and self.outbound.fd is not None
 
     def _shutdown_when_drained(self) -> None:
         # Half-close the target only after the data libssh still holds has been sent.

@@ -46,11 +46,13 @@ class ProcStats:
                 elif line.startswith("Threads:"):
                     threads = int(line.split()[1])
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                children = len(f.read().split())
-        except OSError:
-            children = 0
+        children = 0
+        for task in os.listdir(f"/proc/{pid}/task"):  # each thread lists its own children
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children += len(f.read().split())
+            except OSError:
+                pass
         return cls(rss, fds, threads, children)
 
     def __str__(self) -> str:
@@ -145,3 +147,56 @@ def cli_server(*args: str, password: str = "foo") -> Iterator[CliServer]:
             if stream is not None:
                 stream.close()
     assert proc.returncode == 0, f"demo server exited {proc.returncode}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paramiko_login(port: int, password: str = "foo") -> Any:
+    """A paramiko Transport logged in to 127.0.0.1:``port`` (the caller closes it)."""
+    import paramiko
+
+    transport = paramiko.Transport(("127.0.0.1", port))
+    try:
+        transport.start_client(timeout=10)
+        transport.auth_password("stress", password)
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def run_command(transport: Any, command: str, stdin: bytes = b"", timeout: float = 30
+                ) -> tuple[int, bytes]:
+    """Exec ``command`` on a new channel of ``transport``; (exit status, stdout)."""
+    chan = transport.open_session(timeout=10)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if stdin:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out = bytearray()
+        while True:
+            chunk = chan.recv(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+        return chan.recv_exit_status(), bytes(out)
+    finally:
+        chan.close()
+
+
+def settled(server: CliServer, baseline: ProcStats, timeout: float = 10) -> ProcStats:
+    """Wait until the server's fds, threads and children are back to ``baseline``."""
+    def back() -> bool:
+        now = server.stats()
+        return (now.fds <= baseline.fds and now.threads <= baseline.threads
+                and now.children <= baseline.children)
+
+    wait_until(back, timeout, f"server back to {baseline}")
+    return server.stats()
