@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             login_grace_time=args.login_grace_time,
             max_auth_attempts=args.max_auth_attempts, max_channels=args.max_channels,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
+            keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
         )

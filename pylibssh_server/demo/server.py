@@ -55,6 +55,9 @@ class DemoServer:
             further opens are refused.
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
+        keep_clients: keep every finished client (and its event log) in :attr:`clients`;
+            False forgets each one when it ends, so a server that runs indefinitely (the CLI)
+            uses no memory per past connection.
         ciphers, kex, macs, hostkey_algorithms: algorithm lists for the Bind.
 
     Raises:
@@ -80,6 +83,7 @@ class DemoServer:
         max_channels: int = 1024,
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
+        keep_clients: bool = True,
         ciphers: str | None = None,
         kex: str | None = None,
         macs: str | None = None,
@@ -96,6 +100,8 @@ class DemoServer:
         self.max_channels = int(max_channels)
         self.forward_allow = forward_allow
         self.command_env = dict(command_env or {})
+        self.keep_clients = keep_clients
+        self._connections = 0
         self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
                               "hostkey_algorithms": hostkey_algorithms}
         self.authorized_keys: list[SshKey] = self._load_authorized_keys(authorized_keys)
@@ -211,13 +217,17 @@ class DemoServer:
 
     def _serve(self, session: Session) -> None:
         with self._lock:
-            client = DemoClient(self, session, len(self.clients) + 1)
+            self._connections += 1
+            client = DemoClient(self, session, self._connections)
             self.clients.append(client)
             stopping = self._bind is None or not self._bind.is_open
         if not stopping:
             client.run()
         else:
             client.finished.set()
+        if not self.keep_clients:
+            with self._lock:
+                self.clients.remove(client)
 
     def stop(self) -> None:
         """Stop accepting, end every client (killing their commands), join every thread.

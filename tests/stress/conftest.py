@@ -18,5 +18,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(text)
     out = os.environ.get("STRESS_REPORT")
     if out:
-        with open(out, "w") as f:
-            f.write(text + "\n")
+        # make stress runs several pytest sessions: each appends its rows to one table.
+        lines = text.splitlines()
+        with open(out, "a") as f:
+            if f.tell() > 0:
+                lines = lines[2:]
+            f.write("\n".join(lines) + "\n")

@@ -15,8 +15,7 @@ import paramiko
 import pytest
 
 from pylibssh_server.demo import DemoServer
-
-SCALE = int(os.environ.get("STRESS_SCALE", "1"))
+from stress._support import SCALE, ProcStats, record
 
 
 def _open_fds() -> int:
@@ -61,10 +60,12 @@ def _send_and_drop(port: int, payload: bytes) -> None:
     pytest.param(b"SSH-2.0-evil\r\n\x00\x00\x00\x1c\x06\x14" + b"\x01" * 16, id="truncated-kex"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", id="http"),
 ])
-def test_garbage_is_dropped_and_the_server_keeps_serving(payload: bytes) -> None:
+def test_garbage_is_dropped_and_the_server_keeps_serving(payload: bytes,
+                                                         request: pytest.FixtureRequest) -> None:
     """Each kind of garbage ends only its own connection: a real client still logs in, and the
     garbage connections' threads and fds are released."""
     baseline_threads = threading.active_count()
+    before = ProcStats.of()
     with DemoServer(password="foo", login_grace_time=5) as server:
         baseline_fds = _open_fds()
         for _ in range(5 * SCALE):
@@ -75,6 +76,8 @@ def test_garbage_is_dropped_and_the_server_keeps_serving(payload: bytes) -> None
         assert len(server.clients) == 5 * SCALE + 1
         assert server.clients[-1].authenticated is True
     assert _wait_for(lambda: threading.active_count() <= baseline_threads, 5) is True
+    record(f"garbage: {request.node.callspec.id}", tried=5 * SCALE, faults=5 * SCALE,
+           before=before, after=ProcStats.of())
 
 
 def test_silent_client_is_dropped_after_the_login_grace_time() -> None:
@@ -111,6 +114,8 @@ def test_connection_churn_mid_handshake_leaks_nothing() -> None:
     """Hundreds of connections dropped right after connecting or mid-banner leave no fds or
     threads behind, and real clients are served meanwhile and afterwards."""
     baseline_threads = threading.active_count()
+    before = ProcStats.of()
+    start = time.monotonic()
     with DemoServer(password="foo", login_grace_time=5) as server:
         baseline_fds = _open_fds()
         for i in range(200 * SCALE):
@@ -124,6 +129,8 @@ def test_connection_churn_mid_handshake_leaks_nothing() -> None:
         assert _wait_for(lambda: all(c.finished.is_set() for c in server.clients), 20) is True
         assert _wait_for(lambda: _open_fds() <= baseline_fds, 5) is True
     assert _wait_for(lambda: threading.active_count() <= baseline_threads, 5) is True
+    record("dropped mid-handshake", tried=200 * SCALE, faults=200 * SCALE, before=before,
+           after=ProcStats.of(), seconds=time.monotonic() - start)
 
 
 def test_too_many_failed_passwords_drop_the_client() -> None:
