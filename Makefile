@@ -74,8 +74,15 @@ endif
 test-matrix:
 	UPDATE_README=$${UPDATE_README:-1} scripts/test_matrix.sh $(MATRIX)
 
+# tests/stress at full counts, the threaded-misuse part again under `python -X dev` and under
+# valgrind, then one table of every case (also in .stress/results.md).
 stress: setup
-	STRESS_SCALE=$${STRESS_SCALE:-10} $(PY) -m pytest -q tests/test_hostile.py $(PYTEST_ARGS)
+	@mkdir -p .stress && rm -f .stress/results.md
+	STRESS_SCALE=$${STRESS_SCALE:-10} STRESS_REPORT=$(CURDIR)/.stress/results.md \
+	  $(PY) -m pytest -q tests/stress $(PYTEST_ARGS)
+	STRESS_REPORT=$(CURDIR)/.stress/results.md $(PY) -X dev -m pytest -q tests/stress/test_threads.py
+	PYTHON=$(PY) scripts/memcheck.sh
+	@echo; echo "== make stress: every case =="; cat .stress/results.md
 
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
@@ -88,5 +95,5 @@ wheel: setup
 	$(PY) -m pip wheel --no-deps -w dist .
 
 clean:
-	rm -rf .venv .venv-libssh-* build dist *.egg-info pylibssh_server/_libssh*.so pylibssh_server/_libssh.c pylibssh_server/_libssh.o .bench
+	rm -rf .venv .venv-libssh-* build dist *.egg-info pylibssh_server/_libssh*.so pylibssh_server/_libssh.c pylibssh_server/_libssh.o .bench .stress
 	find . -name __pycache__ -prune -exec rm -rf {} +
