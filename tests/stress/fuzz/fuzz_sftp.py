@@ -64,7 +64,8 @@ _U32_EDGES = [0, 1, 255, 4096, sftp.MAX_READ_LENGTH, sftp.MAX_READ_LENGTH + 1, M
 _U64_EDGES = [0, 1, 7, 4096, 2**31, 2**32 - 1, 2**32, 2**40, 2**62, 2**63 - 1, 2**63,
               2**64 - 1]
 _WORDS = [b"", b".", b"..", b"f", b"d", b"g", b"new", b"escape", b"abs_outside", b"up",
-          b"loop", b"dangling", b"self", b"outside", b"secret.txt", b"sub", b"root", b"a\0b",
+          b"loop", b"dangling", b"self", b"deep", b"abs", b"outside", b"secret.txt", b"sub",
+          b"root", b"a\0b",
           b"x" * 255, b"y" * 256, OUTSIDE.lstrip(b"/"), BASE.lstrip(b"/")]
 _EXTENSIONS = [b"posix-rename@openssh.com", b"statvfs@openssh.com", b"fstatvfs@openssh.com",
                b"hardlink@openssh.com", b"fsync@openssh.com", b"limits@openssh.com",
@@ -121,7 +122,8 @@ def _fill_root() -> None:
     _write(os.path.join(ROOT, b"d", b"g"), b"g")
     os.symlink(b"../outside", os.path.join(ROOT, b"escape"))
     os.symlink(OUTSIDE, os.path.join(ROOT, b"abs_outside"))  # counts from the root: harmless
-    os.symlink(b"d/../../outside/secret.txt", os.path.join(ROOT, b"d", b"deep"))
+    os.symlink(b"../../outside/secret.txt", os.path.join(ROOT, b"d", b"deep"))
+    os.symlink(b"/d/g", os.path.join(ROOT, b"d", b"abs"))  # absolute, met below the root
     os.symlink(b"..", os.path.join(ROOT, b"up"))
     os.symlink(b"loop", os.path.join(ROOT, b"loop"))
     os.symlink(b"../outside/new", os.path.join(ROOT, b"dangling"))
@@ -521,49 +523,52 @@ def seeds() -> Iterator[bytes]:
     """Valid sessions touching every request type, in the raw form (first byte < 8)."""
     handle1, handle2 = string(u64(1)), string(u64(2))
     sessions = [
-        [request(T.REALPATH, 1, string(b".")),
-         request(T.OPEN, 2, string(b"f"), u32(1), NO_ATTRS),
-         request(T.READ, 3, handle1, u64(0), u32(100)),
-         request(T.READ, 4, handle1, u64(1 << 20), u32(100)),
-         request(T.FSTAT, 5, handle1),
-         request(T.CLOSE, 6, handle1)],
-        [request(T.OPEN, 1, string(b"new"), u32(0x1A), u32(4) + u32(0o644)),
-         request(T.WRITE, 2, handle1, u64(0), string(b"data")),
-         request(T.FSETSTAT, 3, handle1, u32(8) + u32(1) + u32(2)),
-         request(T.CLOSE, 4, handle1),
-         request(T.STAT, 5, string(b"new")),
-         request(T.LSTAT, 6, string(b"/new")),
-         request(T.SETSTAT, 7, string(b"new"), u32(1) + u64(2)),
-         request(T.RENAME, 8, string(b"new"), string(b"new2")),
-         request(T.EXTENDED, 9, string(b"posix-rename@openssh.com"), string(b"new2"),
+        [(T.REALPATH, string(b".")),
+         (T.OPEN, string(b"f"), u32(1), NO_ATTRS),
+         (T.READ, handle1, u64(0), u32(100)),
+         (T.READ, handle1, u64(1 << 20), u32(100)),
+         (T.FSTAT, handle1),
+         (T.CLOSE, handle1)],
+        [(T.OPEN, string(b"new"), u32(0x1A), u32(4) + u32(0o644)),
+         (T.WRITE, handle1, u64(0), string(b"data")),
+         (T.FSETSTAT, handle1, u32(8) + u32(1) + u32(2)),
+         (T.FSETSTAT, handle1, u32(5) + u64(3) + u32(0o600)),
+         (T.CLOSE, handle1),
+         (T.STAT, string(b"new")),
+         (T.LSTAT, string(b"/new")),
+         (T.SETSTAT, string(b"new"), u32(1) + u64(2)),
+         (T.RENAME, string(b"new"), string(b"new2")),
+         (T.EXTENDED, string(b"posix-rename@openssh.com"), string(b"new2"),
                  string(b"f")),
-         request(T.REMOVE, 10, string(b"f"))],
-        [request(T.OPENDIR, 1, string(b"/")),
-         request(T.READDIR, 2, handle1),
-         request(T.READDIR, 3, handle1),
-         request(T.CLOSE, 4, handle1),
-         request(T.MKDIR, 5, string(b"dd"), NO_ATTRS),
-         request(T.RMDIR, 6, string(b"dd"))],
-        [request(T.SYMLINK, 1, string(b"f"), string(b"ln")),
-         request(T.READLINK, 2, string(b"ln")),
-         request(T.EXTENDED, 3, string(b"hardlink@openssh.com"), string(b"f"), string(b"f2")),
-         request(T.EXTENDED, 4, string(b"statvfs@openssh.com"), string(b"/")),
-         request(T.OPEN, 5, string(b"f2"), u32(3), NO_ATTRS),
-         request(T.EXTENDED, 6, string(b"fstatvfs@openssh.com"), handle1),
-         request(T.EXTENDED, 7, string(b"fsync@openssh.com"), handle1),
-         request(T.EXTENDED, 8, string(b"limits@openssh.com")),
-         request(T.OPENDIR, 9, string(b"d")),
-         request(T.CLOSE, 10, handle2),
-         request(T.CLOSE, 11, handle1)],
-        [request(T.OPEN, 1, string(b"escape/secret.txt"), u32(1), NO_ATTRS),
-         request(T.STAT, 2, string(b"../outside")),
-         request(T.REMOVE, 3, string(b"up/outside/secret.txt")),
-         request(T.MKDIR, 4, string(b"dangling"), NO_ATTRS),
-         request(T.OPEN, 5, string(b"dangling"), u32(0x1A), NO_ATTRS),
-         request(T.REALPATH, 6, string(b"d/deep")),
-         request(T.SETSTAT, 7, string(b"abs_outside/secret.txt"), u32(4) + u32(0o777))],
+         (T.REMOVE, string(b"f"))],
+        [(T.OPENDIR, string(b"/")),
+         (T.READDIR, handle1),
+         (T.READDIR, handle1),
+         (T.CLOSE, handle1),
+         (T.MKDIR, string(b"dd"), NO_ATTRS),
+         (T.RMDIR, string(b"dd"))],
+        [(T.SYMLINK, string(b"f"), string(b"ln")),
+         (T.READLINK, string(b"ln")),
+         (T.EXTENDED, string(b"hardlink@openssh.com"), string(b"f"), string(b"f2")),
+         (T.EXTENDED, string(b"statvfs@openssh.com"), string(b"/")),
+         (T.OPEN, string(b"f2"), u32(3), NO_ATTRS),
+         (T.EXTENDED, string(b"fstatvfs@openssh.com"), handle1),
+         (T.EXTENDED, string(b"fsync@openssh.com"), handle1),
+         (T.EXTENDED, string(b"limits@openssh.com")),
+         (T.OPENDIR, string(b"d")),
+         (T.CLOSE, handle2),
+         (T.CLOSE, handle1)],
+        [(T.OPEN, string(b"escape/secret.txt"), u32(1), NO_ATTRS),
+         (T.STAT, string(b"../outside")),
+         (T.REMOVE, string(b"up/outside/secret.txt")),
+         (T.MKDIR, string(b"dangling"), NO_ATTRS),
+         (T.OPEN, string(b"dangling"), u32(0x1A), NO_ATTRS),
+         (T.REALPATH, string(b"d/deep")),
+         (T.STAT, string(b"d/abs")),
+         (T.SETSTAT, string(b"abs_outside/secret.txt"), u32(4) + u32(0o777))],
     ]
-    for number, packets in enumerate(sessions):
+    for number, session in enumerate(sessions):
+        packets = (request(ptype, rid, *fields) for rid, (ptype, *fields) in enumerate(session, 1))
         yield bytes([number % len(_RAW_CHUNKS)]) + INIT + b"".join(packets)
 
 
