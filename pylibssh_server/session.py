@@ -348,6 +348,14 @@ class Session(Handle):
     def client_banner(self) -> str | None:
         """The client's identification string (``ssh_get_clientbanner``)."""
         with self._lock:
+    @property
+    def has_fatal_error(self) -> bool:
+        """True once libssh flagged a fatal error (``ssh_get_error_code() == SSH_FATAL``),
+        e.g. a peer that sent beyond its channel window (libssh >= 0.11 drops the data and
+        keeps the socket open): the session should be ended."""
+        with self._lock:
+            return self._ptr is not None and lib.ssh_get_error_code(self._ptr) == lib.SSH_FATAL
+
             banner = lib.ssh_get_clientbanner(self._c)
         return None if banner == ffi.NULL else ffi.string(banner).decode("utf-8", "replace")
 

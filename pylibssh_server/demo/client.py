@@ -153,6 +153,10 @@ class DemoClient:
                 self._service()
                 if not session.is_connected:
                     break
+                if session.has_fatal_error:
+                    logger.warning("client %s: %s: disconnecting", self.id, session.get_error())
+                    self.log("protocol_error", session.get_error())
+                    break
                 if not self.authenticated and time.monotonic() > deadline:
                     logger.info("client %s: login grace time exceeded", self.id)
                     break
@@ -267,7 +271,7 @@ class DemoClient:
             bool(self.server.auth_methods & AuthMethod.PASSWORD)
             and expected is not None
             and hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
-                                    expected.encode())
+                                    expected.encode("utf-8", "surrogateescape"))
         )
         return self._auth_result(ok, user)
 

@@ -187,6 +187,8 @@ class DemoServer:
         """A ready ``forward_allow`` policy: loopback addresses and ``localhost`` only."""
         if host == "localhost":
             return True
+        if "%" in host:
+            return False  # a scoped address: the zone could name anything
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:

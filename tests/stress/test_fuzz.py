@@ -24,7 +24,7 @@ from stress import _support
 
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
 HARNESSES = ["sftp", "authorized_keys", "demo_client_data"]
-SECONDS = _support.pick(10, 90)
+SECONDS = _support.pick(10, 60)
 #: Fewer executions than this per second means the harness is broken, not slow: the slowest
 #: harness runs several hundred per second on one shared core.
 MIN_EXECS_PER_SECOND = 30

@@ -88,22 +88,23 @@ def _new_client() -> client.DemoClient:
 
 def _password(fdp: atheris.FuzzedDataProvider) -> None:
     demo = _SERVERS["any"]
-    # No lone surrogates: ``DemoServer`` encodes its password strictly (see the report of the
-    # fuzzing work: a --password holding undecodable argv bytes never matches).
-    demo.password = fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 24))
+    # Made as argv makes a --password: any bytes, decoded with surrogateescape.
+    demo.password = bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24))).decode(
+        "utf-8", "surrogateescape")
+    secret = demo.password.encode("utf-8", "surrogateescape")
     demo.auth_methods = fdp.PickValueInList(_METHODS)
     choice = fdp.ConsumeIntInRange(0, 3)
     if choice == 0:
-        raw = demo.password.encode()
+        raw = secret
     elif choice == 1:
-        raw = demo.password.encode() + bytes(fdp.ConsumeBytes(2))
+        raw = secret + bytes(fdp.ConsumeBytes(2))
     else:
         raw = bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24)))
     raw = raw.split(b"\0", 1)[0]
     user = from_c(bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))))
     demo_client = _new_client()
     status = demo_client._on_auth_password(None, user, from_c(raw), None)  # type: ignore[arg-type]
-    accept = bool(demo.auth_methods & AuthMethod.PASSWORD) and raw == demo.password.encode()
+    accept = bool(demo.auth_methods & AuthMethod.PASSWORD) and raw == secret
     check(status == (AuthStatus.SUCCESS if accept else AuthStatus.DENIED),
           f"password {raw!r} against {demo.password!r}: {status!r}")
     check((demo_client.authenticated, demo_client._failed_auth) == (accept, int(not accept)),
