@@ -25,6 +25,7 @@ from pylibssh_server import (
     AuthStatus,
     ChannelCallbacks,
     Session,
+    SessionEvent,
     SshChannel,
 )
 from pylibssh_server.demo import DemoServer
@@ -439,3 +440,43 @@ def _server_callbacks(**hooks: Any) -> Any:
     return ServerCallbacks(on_auth_password=_accept_pw,
                            on_channel_open_request_session=lambda s, u: _echo_channel(s),
                            **hooks)
+
+
+def test_exception_in_listen_handler(host_key: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``Bind.listen`` handler that raises for one client: that session is closed (the
+    client sees the connection end), the error is logged, and the next client is served."""
+    from pylibssh_server import Bind
+
+    served: list[str] = []
+
+    def handler(session: Session) -> None:
+        if not served:
+            served.append("failed")
+            raise HookFailure("handler failed")
+        session.set_server_callbacks(_server_callbacks())
+        session.set_blocking(False)
+        session.handle_key_exchange(timeout=10)
+        event = SessionEvent(session)
+        served.append("served")
+        deadline = time.monotonic() + 20
+        while session.is_connected and time.monotonic() < deadline:
+            event.dopoll(0.1)
+        event.close()
+
+    bind = Bind(key=host_key)
+    thread = threading.Thread(target=bind.listen, args=(handler,), daemon=True)
+    thread.start()
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            paramiko_login(bind.port, password="pw")
+        transport = paramiko_login(bind.port, password="pw")
+        try:
+            assert run_command(transport, "x") == (0, b"ok\n")
+        finally:
+            transport.close()
+    finally:
+        bind.close()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert served == ["failed", "served"]
+    assert "session handler failed" in caplog.text
