@@ -446,27 +446,34 @@ def _chan(userdata: Any) -> tuple[ChannelCallbacks, SshChannel, Session]:
 def _channel_data_function_cb(
     session: Any, channel: Any, data: Any, length: int, is_stderr: int, userdata: Any
 ) -> int:
-    cbs, chan, sess = _chan(userdata)
+    # Once per packet, the hot path: _chan() and _invoke()'s protocol, written out inline.
+    cbs: ChannelCallbacks = ffi.from_handle(userdata)
+    chan = cbs._channel
+    assert chan is not None
+    sess = chan._session
     hook = cbs.hooks["on_data"]
     assert hook is not None
-    failed = object()
-    if cbs.data_room is not None:
-        room = _invoke(sess, cbs.data_room, failed, length)
-        if room is failed:
-            chan._defer_close()
-            return 0
-        length = max(0, min(int(room), length))
-        if length == 0:
-            return 0
-    payload = ffi.buffer(data, length)[:]
-    result = _invoke(sess, hook, failed, sess, chan, payload, bool(is_stderr), cbs.userdata)
-    if result is failed:
+    data_room = cbs.data_room
+    outermost = sess._depth == 0
+    if outermost:
+        sess._enter()
+    try:
+        if data_room is not None:
+            length = max(0, min(int(data_room(length)), length))
+            if length == 0:
+                return 0
+        result = hook(sess, chan, ffi.buffer(data, length)[:], bool(is_stderr), cbs.userdata)
+        if result is not None:
+            length = max(0, min(int(result), length))
+    except BaseException as exc:
+        sess._record_exception(exc, getattr(hook, "__name__", "on_data"))
         # Nothing consumed; the channel is closed once the poll returns.
         chan._defer_close()
         return 0
-    if result is None:
-        return length
-    return max(0, min(int(result), length))
+    finally:
+        if outermost:
+            sess._leave()
+    return length
 
 
 def _void_channel_hook(userdata: Any, name: str, *args: Any) -> None:

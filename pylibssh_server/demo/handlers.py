@@ -181,6 +181,19 @@ class _Sink:
     def push(self, data: bytes) -> None:
         if self.fd is None:
             return  # reader went away: discard, as a closed pipe would
+        if not self.buffer:
+            # The usual case: the reader keeps up.  Write the packet as it is, and buffer only
+            # what the fd did not take (saves copying every packet through the bytearray).
+            try:
+                n = self.write(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.on_error()
+                return
+            if n == len(data) and not self.polled and not self.eof:
+                return
+            data = data[n:]
         self.buffer += data
         self.flush()
 
