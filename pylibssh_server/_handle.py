@@ -5,11 +5,74 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Union
 
 from pylibssh_server._ffi import ffi
 
-__all__ = ["Handle"]
+__all__ = ["Handle", "HandoffLock"]
+
+
+class HandoffLock:
+    """A re-entrant lock whose holder can be asked to hand it over (a session's lock).
+
+    The thread driving a session holds its lock for the whole ``ssh_event_dopoll`` wait, so
+    with a plain ``RLock`` a ``channel.write()`` from another thread waits for the client to
+    send something (forever if it is idle), and a polling loop re-takes the lock ahead of
+    waiting threads round after round.  Here a thread that finds the lock taken counts itself
+    as a waiter and calls ``wake`` (which ends the wait in ``dopoll``); the driving loop calls
+    :meth:`let_waiters_in` before its next round.
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._lock = threading.RLock()
+        self._wake = wake
+        self._count_lock = threading.Lock()
+        self._waiters = 0
+        self._no_waiters = threading.Event()
+        self._no_waiters.set()
+
+    @property
+    def waiters(self) -> int:
+        """Threads blocked in :meth:`acquire` right now."""
+        return self._waiters
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        with self._count_lock:
+            self._waiters += 1
+            self._no_waiters.clear()
+        try:
+            self._wake()
+            return self._lock.acquire(True, timeout)
+        finally:
+            with self._count_lock:
+                self._waiters -= 1
+                if not self._waiters:
+                    self._no_waiters.set()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def let_waiters_in(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the threads now waiting have had the lock.
+
+        A no-op for a thread that holds the lock itself (a nested call from a callback).
+        """
+        if self._waiters and not self._lock._is_owned():  # type: ignore[attr-defined]
+            self._no_waiters.wait(timeout)
+
+
+Lock = Union["threading.RLock", HandoffLock]
 
 
 class Handle:
@@ -24,8 +87,8 @@ class Handle:
 
     _kind: ClassVar[str] = "handle"
 
-    def __init__(self, ptr: Any, *, owning: bool = True, lock: threading.RLock | None = None):
-        self._lock = lock if lock is not None else threading.RLock()
+    def __init__(self, ptr: Any, *, owning: bool = True, lock: Lock | None = None):
+        self._lock: Lock = lock if lock is not None else threading.RLock()
         self._ptr = ptr
         self._owning = owning
 

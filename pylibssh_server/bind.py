@@ -88,8 +88,10 @@ class Bind(Handle):
         self._sock: socket.socket | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closing = False
-        self._accept_idle = threading.Event()
-        self._accept_idle.set()
+        # accept() calls in progress: close() keeps the listening socket and the wake-up pipe
+        # open until they have left their poll (several threads may accept at once).
+        self._accepting = 0
+        self._accept_done = threading.Condition()
         self._threads: set[threading.Thread] = set()
         try:
             if log_verbosity is not None:
@@ -115,9 +117,10 @@ class Bind(Handle):
                 self._set_option(lib.SSH_BIND_OPTIONS_HOSTKEY, path.encode(), "HOSTKEY",
                                  hint=f"cannot load host key {path} (not a private key?)")
             if key is not None:
-                if not key.is_private:
-                    raise ValueError("the host key must be a private key")
-                dup = lib.ssh_key_dup(key._c)
+                with key._lock:  # another thread may close the key meanwhile
+                    if not lib.ssh_key_is_private(key._c):
+                        raise ValueError("the host key must be a private key")
+                    dup = lib.ssh_key_dup(key._c)
                 rc = lib.ssh_bind_options_set(ptr, lib.SSH_BIND_OPTIONS_IMPORT_KEY, dup)
                 if rc != lib.SSH_OK:
                     lib.ssh_key_free(dup)  # only adopted on success
@@ -188,9 +191,11 @@ class Bind(Handle):
     @property
     def fd(self) -> int:
         """The listening socket's fd (ours, not libssh's)."""
-        if self._sock is None:
+        sock = self._sock
+        fd = -1 if sock is None else sock.fileno()  # -1 once closed by another thread
+        if fd < 0:
             raise ValueError("Bind is closed")
-        return self._sock.fileno()
+        return fd
 
     def get_error(self) -> str:
         """libssh's last error message for this bind (``ssh_get_error``)."""
@@ -210,22 +215,29 @@ class Bind(Handle):
         """
         if self._closing or self._sock is None:
             raise ValueError("Bind is closed")
-        self._accept_idle.clear()
-        try:
-            if self._closing or self._sock is None:
+        return self._accept(timeout)
+
+    def _accept(self, timeout: float | None) -> Session | None:
+        with self._accept_done:
+            sock = self._sock
+            if self._closing or sock is None:
                 return None
+            self._accepting += 1
+        try:
             poller = select.poll()
-            poller.register(self._sock.fileno(), select.POLLIN)
+            poller.register(sock.fileno(), select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
             ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
-            if self._closing or not any(fd == self._sock.fileno() for fd, _ in ready):
+            if self._closing or not any(fd == sock.fileno() for fd, _ in ready):
                 return None
             try:
-                conn, address = self._sock.accept()
+                conn, address = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return None
         finally:
-            self._accept_idle.set()
+            with self._accept_done:
+                self._accepting -= 1
+                self._accept_done.notify_all()
         return self._adopt(conn, address)
 
     def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
@@ -269,7 +281,7 @@ class Bind(Handle):
         """
         try:
             while not self._closing:
-                session = self.accept()
+                session = self._accept(None)  # None (not ValueError) once closed meanwhile
                 if session is None:
                     continue
                 thread = threading.Thread(target=self._run_handler, args=(handler, session),
@@ -299,12 +311,15 @@ class Bind(Handle):
         if self._closing and self._ptr is None:
             return
         self._closing = True
-        try:
-            os.write(self._wake_w, b"\x01")
-        except OSError:
-            pass
-        # Let a concurrent accept() leave its poll before the socket fd goes away.
-        self._accept_idle.wait(5)
+        with self._lock:  # a concurrent close() may have closed the pipe (fd number reused)
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\x01")
+                except OSError:
+                    pass
+        # Let concurrent accept() calls leave their poll before the fds go away.
+        with self._accept_done:
+            self._accept_done.wait_for(lambda: not self._accepting, 5)
         with self._lock:
             ptr, self._ptr = self._ptr, None
             if self._sock is not None:

@@ -355,7 +355,9 @@ def _auth_pubkey_function_cb(
         key_state: PublicKeyState | int = PublicKeyState(raw_state)
     except ValueError:
         key_state = raw_state
-    key = SshKey(pubkey, owning=False)
+    # The session's lock, which the thread running this callback holds: a thread the hook
+    # handed the key to waits until the callback has returned, then finds it invalidated.
+    key = SshKey(pubkey, owning=False, lock=sess._lock)
     try:
         rc = _to_auth(_invoke(sess, hook, DENY_AUTH, sess, _str(user), key, key_state,
                               cbs.userdata))

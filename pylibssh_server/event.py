@@ -197,9 +197,12 @@ class SessionEvent(Handle):
         session = self._session
         if session is None:
             raise ValueError("SessionEvent is closed")
-        if session._close_requested and not session._in_callback():
-            # Let the closing thread take the lock instead of racing it for another poll.
-            session._closed_event.wait(0.5)
+        if not session._in_callback():
+            if session._close_requested:
+                # Let the closing thread take the lock instead of racing it for another poll.
+                session._closed_event.wait(0.5)
+            # Threads waiting for the session lock go first (they woke this poll to get it).
+            session._handoff.let_waiters_in(0.5)
         with self._lock:
             ptr = self._c
             session._enter()
@@ -210,6 +213,7 @@ class SessionEvent(Handle):
                 rounds = 1
                 while (rc == lib.SSH_OK and rounds < self.max_rounds
                        and not session._close_requested and session._pending_exc is None
+                       and not session._handoff.waiters
                        and lib.ssh_event_dopoll(ptr, 0) == lib.SSH_OK):
                     rounds += 1
             finally:

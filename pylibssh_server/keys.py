@@ -7,12 +7,11 @@ Also parses OpenSSH ``authorized_keys`` files.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable
 from typing import Any, Union
 
 from pylibssh_server._ffi import ffi, lib
-from pylibssh_server._handle import Handle
+from pylibssh_server._handle import Handle, Lock
 from pylibssh_server.enums import KeyType
 from pylibssh_server.errors import SshKeyError
 
@@ -84,7 +83,7 @@ class SshKey(Handle):
 
     _kind = "SshKey"
 
-    def __init__(self, ptr: Any, *, owning: bool = True, lock: threading.RLock | None = None):
+    def __init__(self, ptr: Any, *, owning: bool = True, lock: Lock | None = None):
         super().__init__(ptr, owning=owning, lock=lock)
 
     def _free(self, ptr: Any) -> None:
@@ -353,10 +352,11 @@ class SshKey(Handle):
         return hash(self.public_base64)
 
     def __repr__(self) -> str:
-        if self._ptr is None:
-            return "<SshKey closed>"
-        kind = "private" if self.is_private else "public"
-        return f"<SshKey {self.type_name} {kind} {self.fingerprint()}>"
+        with self._lock:  # a close from another thread must not make repr() raise
+            if self._ptr is None:
+                return "<SshKey closed>"
+            kind = "private" if self.is_private else "public"
+            return f"<SshKey {self.type_name} {kind} {self.fingerprint()}>"
 
 
 def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey]:

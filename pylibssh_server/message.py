@@ -27,7 +27,9 @@ class SshMessage(Handle):
     """A request from the client, valid only during the callback that received it.
 
     libssh frees the message when the callback returns, so this wrapper is borrowed and is
-    invalidated then (any later use raises ``ValueError``).  Reply before returning.
+    invalidated then (any later use raises ``ValueError``).  Reply before returning.  Every C
+    call takes the session lock, which the thread running the callback holds: another thread
+    using the message waits until the callback has returned, then gets ``ValueError``.
     """
 
     _kind = "SshMessage"
@@ -40,61 +42,71 @@ class SshMessage(Handle):
     @property
     def type(self) -> int:
         """``ssh_message_type``: a :class:`RequestType` value."""
-        return int(lib.ssh_message_type(self._c))
+        with self._lock:
+            return int(lib.ssh_message_type(self._c))
 
     @property
     def subtype(self) -> int:
         """``ssh_message_subtype``: auth method bit, channel type or request type."""
-        return int(lib.ssh_message_subtype(self._c))
+        with self._lock:
+            return int(lib.ssh_message_subtype(self._c))
 
     # ---- auth ---------------------------------------------------------------------------
     @property
     def auth_user(self) -> str | None:
         """``ssh_message_auth_user`` (NULL on kbd-interactive responses)."""
-        return _opt_str(lib.ssh_message_auth_user(self._c))
+        with self._lock:
+            return _opt_str(lib.ssh_message_auth_user(self._c))
 
     @property
     def auth_password(self) -> str | None:
         """``ssh_message_auth_password``."""
-        return _opt_str(lib.ssh_message_auth_password(self._c))
+        with self._lock:
+            return _opt_str(lib.ssh_message_auth_password(self._c))
 
     @property
     def auth_pubkey(self) -> SshKey | None:
         """``ssh_message_auth_pubkey``: a copy the caller owns."""
         from pylibssh_server.keys import SshKey
 
-        ptr = lib.ssh_message_auth_pubkey(self._c)
-        if ptr == ffi.NULL:
-            return None
-        return SshKey(lib.ssh_key_dup(ptr))
+        with self._lock:
+            ptr = lib.ssh_message_auth_pubkey(self._c)
+            if ptr == ffi.NULL:
+                return None
+            return SshKey(lib.ssh_key_dup(ptr))
 
     @property
     def auth_publickey_state(self) -> PublicKeyState:
         """``ssh_message_auth_publickey_state``."""
-        return PublicKeyState(lib.ssh_message_auth_publickey_state(self._c))
+        with self._lock:
+            return PublicKeyState(lib.ssh_message_auth_publickey_state(self._c))
 
     @property
     def auth_kbdint_is_response(self) -> bool:
         """``ssh_message_auth_kbdint_is_response``: True for an INFO_RESPONSE."""
-        return bool(lib.ssh_message_auth_kbdint_is_response(self._c))
+        with self._lock:
+            return bool(lib.ssh_message_auth_kbdint_is_response(self._c))
 
     def auth_reply_success(self, partial: bool = False) -> None:
         """``ssh_message_auth_reply_success``; marks the session authenticated."""
-        check_rc(lib.ssh_message_auth_reply_success(self._c, 1 if partial else 0),
-                 self.session._ptr, "ssh_message_auth_reply_success")
+        with self._lock:
+            check_rc(lib.ssh_message_auth_reply_success(self._c, 1 if partial else 0),
+                     self.session._ptr, "ssh_message_auth_reply_success")
         self.replied = True
         if not partial:
             self.session.authenticated = True
 
     def auth_reply_pk_ok_simple(self) -> None:
         """``ssh_message_auth_reply_pk_ok_simple``: accept a public-key probe."""
-        check_rc(lib.ssh_message_auth_reply_pk_ok_simple(self._c), self.session._ptr,
-                 "ssh_message_auth_reply_pk_ok_simple")
+        with self._lock:
+            check_rc(lib.ssh_message_auth_reply_pk_ok_simple(self._c), self.session._ptr,
+                     "ssh_message_auth_reply_pk_ok_simple")
         self.replied = True
 
     def auth_set_methods(self, methods: int) -> None:
         """``ssh_message_auth_set_methods``: methods listed in the next failure reply."""
-        lib.ssh_message_auth_set_methods(self._c, int(methods))
+        with self._lock:
+            lib.ssh_message_auth_set_methods(self._c, int(methods))
 
     def auth_interactive_request(
         self, name: str, instruction: str, prompts: Sequence[str], echo: Sequence[bool]
@@ -106,37 +118,42 @@ class SshMessage(Handle):
         c_prompts = [ffi.new("char[]", p.encode()) for p in prompts]
         prompt_array = ffi.new("const char *[]", c_prompts or [ffi.NULL])
         echo_array = ffi.new("char[]", bytes(1 if e else 0 for e in echo) or b"\0")
-        check_rc(lib.ssh_message_auth_interactive_request(
-            self._c, name.encode(), instruction.encode(), len(prompts), prompt_array,
-            echo_array), self.session._ptr, "ssh_message_auth_interactive_request")
+        with self._lock:
+            check_rc(lib.ssh_message_auth_interactive_request(
+                self._c, name.encode(), instruction.encode(), len(prompts), prompt_array,
+                echo_array), self.session._ptr, "ssh_message_auth_interactive_request")
         self.replied = True
 
     # ---- service ------------------------------------------------------------------------
     @property
     def service(self) -> str | None:
         """``ssh_message_service_service``."""
-        return _opt_str(lib.ssh_message_service_service(self._c))
+        with self._lock:
+            return _opt_str(lib.ssh_message_service_service(self._c))
 
     def service_reply_success(self) -> None:
         """``ssh_message_service_reply_success``."""
-        check_rc(lib.ssh_message_service_reply_success(self._c), self.session._ptr,
-                 "ssh_message_service_reply_success")
+        with self._lock:
+            check_rc(lib.ssh_message_service_reply_success(self._c), self.session._ptr,
+                     "ssh_message_service_reply_success")
         self.replied = True
 
     # ---- channel open -------------------------------------------------------------------
     @property
     def destination(self) -> tuple[str | None, int]:
         """``ssh_message_channel_request_open_destination`` and ``_port``."""
-        ptr = self._c
-        return (_opt_str(lib.ssh_message_channel_request_open_destination(ptr)),
-                int(lib.ssh_message_channel_request_open_destination_port(ptr)))
+        with self._lock:
+            ptr = self._c
+            return (_opt_str(lib.ssh_message_channel_request_open_destination(ptr)),
+                    int(lib.ssh_message_channel_request_open_destination_port(ptr)))
 
     @property
     def originator(self) -> tuple[str | None, int]:
         """``ssh_message_channel_request_open_originator`` and ``_port``."""
-        ptr = self._c
-        return (_opt_str(lib.ssh_message_channel_request_open_originator(ptr)),
-                int(lib.ssh_message_channel_request_open_originator_port(ptr)))
+        with self._lock:
+            ptr = self._c
+            return (_opt_str(lib.ssh_message_channel_request_open_originator(ptr)),
+                    int(lib.ssh_message_channel_request_open_originator_port(ptr)))
 
     def channel_open_reply_accept(self) -> SshChannel:
         """Accept a channel-open (``ssh_message_channel_request_open_reply_accept``).
@@ -147,36 +164,41 @@ class SshMessage(Handle):
         from pylibssh_server.channel import SshChannel
         from pylibssh_server.errors import LibSSHError
 
-        ptr = lib.ssh_message_channel_request_open_reply_accept(self._c)
-        if ptr == ffi.NULL:
-            raise LibSSHError("ssh_message_channel_request_open_reply_accept returned NULL",
-                              function="ssh_message_channel_request_open_reply_accept")
-        self.replied = True
-        return SshChannel(self.session, ptr)
+        with self._lock:
+            ptr = lib.ssh_message_channel_request_open_reply_accept(self._c)
+            if ptr == ffi.NULL:
+                raise LibSSHError("ssh_message_channel_request_open_reply_accept returned NULL",
+                                  function="ssh_message_channel_request_open_reply_accept")
+            self.replied = True
+            return SshChannel(self.session, ptr)
 
     def channel_request_reply_success(self) -> None:
         """``ssh_message_channel_request_reply_success``."""
-        check_rc(lib.ssh_message_channel_request_reply_success(self._c), self.session._ptr,
-                 "ssh_message_channel_request_reply_success")
+        with self._lock:
+            check_rc(lib.ssh_message_channel_request_reply_success(self._c), self.session._ptr,
+                     "ssh_message_channel_request_reply_success")
         self.replied = True
 
     # ---- global requests ----------------------------------------------------------------
     @property
     def global_request(self) -> tuple[str | None, int]:
         """``ssh_message_global_request_address`` and ``_port``."""
-        ptr = self._c
-        return (_opt_str(lib.ssh_message_global_request_address(ptr)),
-                int(lib.ssh_message_global_request_port(ptr)))
+        with self._lock:
+            ptr = self._c
+            return (_opt_str(lib.ssh_message_global_request_address(ptr)),
+                    int(lib.ssh_message_global_request_port(ptr)))
 
     def global_request_reply_success(self, bound_port: int = 0) -> None:
         """``ssh_message_global_request_reply_success``."""
-        check_rc(lib.ssh_message_global_request_reply_success(self._c, bound_port),
-                 self.session._ptr, "ssh_message_global_request_reply_success")
+        with self._lock:
+            check_rc(lib.ssh_message_global_request_reply_success(self._c, bound_port),
+                     self.session._ptr, "ssh_message_global_request_reply_success")
         self.replied = True
 
     def reply_default(self) -> None:
         """Send libssh's default (negative) reply (``ssh_message_reply_default``)."""
-        lib.ssh_message_reply_default(self._c)
+        with self._lock:
+            lib.ssh_message_reply_default(self._c)
         self.replied = True
 
     def _reply_default_if_unanswered(self) -> None:
@@ -184,6 +206,7 @@ class SshMessage(Handle):
             self.reply_default()
 
     def __repr__(self) -> str:
-        if self._ptr is None:
-            return "<SshMessage (expired)>"
-        return f"<SshMessage type={self.type} subtype={self.subtype}>"
+        with self._lock:
+            if self._ptr is None:
+                return "<SshMessage (expired)>"
+            return f"<SshMessage type={self.type} subtype={self.subtype}>"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
-from pylibssh_server._handle import Handle
+from pylibssh_server._handle import Handle, HandoffLock
 from pylibssh_server.enums import AuthMethod, SessionStatus
 from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_rc, get_error
 
@@ -52,7 +52,9 @@ class Session(Handle):
             ptr = lib.ssh_new()
             if ptr == ffi.NULL:
                 raise LibSSHError("ssh_new returned NULL", function="ssh_new")
-        super().__init__(ptr, owning=owning)
+        # Other threads that need the lock wake the driving thread (see HandoffLock).
+        self._handoff = HandoffLock(self.wakeup)
+        super().__init__(ptr, owning=owning, lock=self._handoff)
         self._channels: list[SshChannel] = []
         self._server_callbacks: ServerCallbacks | None = None
         self._self_handle = ffi.new_handle(self)
@@ -79,9 +81,9 @@ class Session(Handle):
         self.peer: tuple[str, int] | None = None
         self.auth_attempts = 0
         self._blocking = True
+        self._out_unflushed = 0  # see SshChannel._flush_queue
 
     # ---- driving protocol ---------------------------------------------------------------
-        self._out_unflushed = 0  # see SshChannel._flush_queue
     def _in_callback(self) -> bool:
         """True if the calling thread is inside a libssh call on this session."""
         return self._depth > 0 and self._driver == threading.get_ident()
@@ -165,11 +167,16 @@ class Session(Handle):
         self.wakeup()
 
     def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
+        # Under the wake lock, like wakeup(): after a concurrent close() the fd number may
+        # already belong to another thread's socket.
+        with self._wake_lock:
+            if self._wake_r < 0:
+                return
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except OSError:
                 pass
-        except (BlockingIOError, OSError):
-            pass
 
     # ---- options ------------------------------------------------------------------------
     def set_blocking(self, blocking: bool) -> None:
@@ -309,10 +316,13 @@ class Session(Handle):
             if fd < 0:
                 raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
                                        function="ssh_handle_key_exchange", code=rc)
+            wake_r = self._wake_r
+            if wake_r < 0:  # closed by another thread since the step above
+                raise ValueError("Session is closed")
             poller = select.poll()
             poller.register(fd, select.POLLIN | (
                 select.POLLOUT if flags & lib.SSH_WRITE_PENDING else 0))
-            poller.register(self._wake_r, select.POLLIN)
+            poller.register(wake_r, select.POLLIN)
             poller.poll(None if remaining is None else max(1, int(remaining * 1000)))
             self._drain_wakeups()
 
@@ -339,6 +349,14 @@ class Session(Handle):
             return get_error(self._c)
 
     @property
+    def has_fatal_error(self) -> bool:
+        """True once libssh flagged a fatal error (``ssh_get_error_code() == SSH_FATAL``),
+        e.g. a peer that sent beyond its channel window (libssh >= 0.11 drops the data and
+        keeps the socket open): the session should be ended."""
+        with self._lock:
+            return self._ptr is not None and lib.ssh_get_error_code(self._ptr) == lib.SSH_FATAL
+
+    @property
     def fd(self) -> int:
         """The session's socket fd (``ssh_get_fd``); owned by the session."""
         with self._lock:
@@ -347,31 +365,24 @@ class Session(Handle):
     @property
     def client_banner(self) -> str | None:
         """The client's identification string (``ssh_get_clientbanner``)."""
+        # Copied under the lock: the string is the session's, freed by a concurrent close().
         with self._lock:
-    @property
-    def has_fatal_error(self) -> bool:
-        """True once libssh flagged a fatal error (``ssh_get_error_code() == SSH_FATAL``),
-        e.g. a peer that sent beyond its channel window (libssh >= 0.11 drops the data and
-        keeps the socket open): the session should be ended."""
-        with self._lock:
-            return self._ptr is not None and lib.ssh_get_error_code(self._ptr) == lib.SSH_FATAL
-
             banner = lib.ssh_get_clientbanner(self._c)
-        return None if banner == ffi.NULL else ffi.string(banner).decode("utf-8", "replace")
+            return None if banner == ffi.NULL else ffi.string(banner).decode("utf-8", "replace")
 
     @property
     def cipher(self) -> str | None:
         """The negotiated client-to-server cipher (``ssh_get_cipher_in``)."""
         with self._lock:
             name = lib.ssh_get_cipher_in(self._c)
-        return None if name == ffi.NULL else ffi.string(name).decode()
+            return None if name == ffi.NULL else ffi.string(name).decode()
 
     @property
     def kex_algorithm(self) -> str | None:
         """The negotiated key exchange algorithm (``ssh_get_kex_algo``)."""
         with self._lock:
             name = lib.ssh_get_kex_algo(self._c)
-        return None if name == ffi.NULL else ffi.string(name).decode()
+            return None if name == ffi.NULL else ffi.string(name).decode()
 
     @property
     def channels(self) -> list[SshChannel]:
