@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle
@@ -19,6 +21,29 @@ __all__ = ["SshChannel"]
 _READ_CHUNK = 65536
 #: Bytes handed to libssh's session output buffer while it has not drained yet.
 _OUT_BUFFER_LIMIT = 4 << 20
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _postable(check: Callable[[Any], Any] | None = None,
+              returns: Callable[..., Any] | None = None) -> Callable[[F], F]:
+    """For SshChannel's output and teardown calls: from inside another session's callback
+    they do not wait for this channel's session (whose driving thread may be waiting for the
+    caller's session): ``Session._lock_or_post`` posts them to its driving thread.  Before
+    posting, ``check(channel)`` raises what the call would (ValueError once closed); a posted
+    call returns ``returns(*args)``."""
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: SshChannel, *args: Any, **kwargs: Any) -> Any:
+            done: list[Any] = []
+            if self._session._lock_or_post(
+                    lambda: done.append(method(self, *args, **kwargs)),
+                    None if check is None else lambda: check(self)):
+                return done[0]
+            return None if returns is None else returns(*args, **kwargs)
+        return call  # type: ignore[return-value]
+    return decorate
 
 
 class SshChannel(Handle):
@@ -91,6 +116,8 @@ class SshChannel(Handle):
             self._callbacks = callbacks
 
     # ---- output -------------------------------------------------------------------------
+    @_postable(check=lambda channel: channel._live(),
+               returns=lambda data, stderr=False: len(data))
     def write(self, data: bytes | bytearray | memoryview, stderr: bool = False) -> int:
         """Queue ``data`` (stdout, or stderr as extended data) and send what the window allows.
 
@@ -121,6 +148,7 @@ class SshChannel(Handle):
         """Bytes accepted by ``write()`` that libssh has not taken yet (window full)."""
         return self._pending
 
+    @_postable(check=lambda channel: channel._live())
     def send_eof(self) -> None:
         """Send EOF after the queued output (``ssh_channel_send_eof``)."""
         with self._lock:
@@ -130,6 +158,7 @@ class SshChannel(Handle):
                 self._queue.append(("eof", None))
                 self._flush()
 
+    @_postable(check=lambda channel: channel._live())
     def send_exit_status(self, status: int) -> None:
         """Send "exit-status" after the queued output
         (``ssh_channel_request_send_exit_status``)."""
@@ -138,6 +167,7 @@ class SshChannel(Handle):
             self._queue.append(("exit_status", int(status)))
             self._flush()
 
+    @_postable(check=lambda channel: channel._live())
     def send_exit_signal(
         self, signal: str, core: bool = False, errmsg: str = "", lang: str = ""
     ) -> None:
@@ -285,6 +315,7 @@ class SshChannel(Handle):
             return int(lib.ssh_channel_window_size(self._live()))
 
     # ---- teardown -----------------------------------------------------------------------
+    @_postable(check=lambda channel: channel._closable())
     def close(self) -> None:
         """Close the channel after its queued output, then free it; idempotent.
 
@@ -293,8 +324,7 @@ class SshChannel(Handle):
         the free is deferred until the driving call returns.  Further use raises
         ``ValueError``.
         """
-        if not self._owning:
-            raise ValueError("cannot close a borrowed SshChannel")
+        self._closable()
         with self._lock:
             if self._closing or self._ptr is None:
                 return
@@ -305,6 +335,11 @@ class SshChannel(Handle):
                 return
             self._flush()
 
+    def _closable(self) -> None:
+        if not self._owning:
+            raise ValueError("cannot close a borrowed SshChannel")
+
+    @_postable()
     def abort(self) -> None:
         """Drop queued output and close now (deferred inside a callback)."""
         with self._lock:

@@ -257,8 +257,8 @@ class SessionEvent(Handle):
         session._close_requested = True
         session.wakeup()
         try:
-            with self._lock:
-                self._detach()
+            # From another session's callback this may be left to our driving thread.
+            session._lock_or_post(self._detach)
         finally:
             session._close_requested = False
 

@@ -8,6 +8,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,15 @@ __all__ = ["Session"]
 logger = logging.getLogger("pylibssh_server")
 
 MessageHook = Callable[..., Any]
+
+#: Per thread: the sessions whose libssh calls (and so callbacks) the thread is inside.
+_driving = threading.local()
+
+
+def _inside_another_session(session: Session) -> bool:
+    """True if the calling thread is inside a libssh call of a session other than ``session``
+    (it holds that session's lock: waiting for ``session``'s could close a deadlock cycle)."""
+    return any(other is not session for other in getattr(_driving, "sessions", ()))
 
 
 class Session(Handle):
@@ -66,6 +76,7 @@ class Session(Handle):
         self._driver: int | None = None
         self._pending_exc: BaseException | None = None
         self._deferred: list[Callable[[], None]] = []
+        self._posted: deque[Callable[[], Any]] = deque()  # see _lock_or_post
         self._deferred_close = False
         self._deferred_disconnect = False
         self._close_requested = False
@@ -93,6 +104,7 @@ class Session(Handle):
         if self._depth == 0:
             self._driver = threading.get_ident()
             ensure_thread_logging()
+            _driving.__dict__.setdefault("sessions", []).append(self)
         self._depth += 1
 
     def _leave(self) -> bool:
@@ -101,6 +113,7 @@ class Session(Handle):
         if self._depth:
             return False
         self._driver = None
+        _driving.sessions.remove(self)
         return True
 
     def _exit(self) -> None:
@@ -113,6 +126,7 @@ class Session(Handle):
             raise exc
 
     def _run_deferred(self) -> None:
+        self._run_posted()
         # Deferred actions may queue more (a channel close can fire callbacks): bounded loop.
         for _ in range(100):
             if not self._deferred:
@@ -142,6 +156,40 @@ class Session(Handle):
 
     def _defer(self, action: Callable[[], None]) -> None:
         self._deferred.append(action)
+
+    def _lock_or_post(self, action: Callable[[], Any],
+                      check: Callable[[], Any] | None = None) -> bool:
+        """Run ``action`` under this session's lock, after the calls posted before it.
+
+        From inside another session's callback, while this session's lock is busy, ``action``
+        is posted instead (after ``check()``, which may raise) and this session's driving
+        thread is woken: it runs posted calls when its current poll returns.  Two sessions
+        whose hooks write to or close each other's channels would otherwise each hold their
+        own lock and wait for the other's forever.  Returns False if posted.
+        """
+        if not self._lock.acquire(not _inside_another_session(self)):
+            if check is not None:
+                check()
+            self._posted.append(action)
+            self.wakeup()
+            return False
+        try:
+            self._run_posted()
+            action()
+        finally:
+            self._lock.release()
+        return True
+
+    def _run_posted(self) -> None:
+        """Run the calls other sessions' callbacks posted here (lock held), oldest first."""
+        while self._posted:
+            action = self._posted.popleft()
+            try:
+                action()
+            except ValueError:
+                pass  # its object was closed meanwhile: the call is void, as it would be now
+            except BaseException as exc:
+                self._record_exception(exc, "posted call")
 
     def _note_auth(self, rc: int, user: str) -> None:
         self.user = user
@@ -413,10 +461,12 @@ class Session(Handle):
             return
         self._close_requested = True
         self.wakeup()
-        with self._lock:
-            if self._ptr is not None:
-                self._disconnect_now()
+        self._lock_or_post(self._disconnect_if_open)
         self._close_requested = False
+
+    def _disconnect_if_open(self) -> None:
+        if self._ptr is not None:
+            self._disconnect_now()
 
     def _disconnect_now(self) -> None:
         self._release_channels()
@@ -430,7 +480,9 @@ class Session(Handle):
         Channels are invalidated first (libssh frees them), the session is removed from its
         event before either is freed, and callback structs are released only after
         ``ssh_free``.  From inside a callback the close is deferred until the driving call
-        returns; from another thread it interrupts the driving call.
+        returns; from another thread it interrupts the driving call.  From inside a callback
+        of another session, while this one is busy, the close is left to this session's
+        driving thread (done when its poll returns) rather than waited for.
         """
         if not self._owning:
             raise ValueError("cannot close a borrowed Session")
@@ -441,9 +493,11 @@ class Session(Handle):
             return
         self._close_requested = True
         self.wakeup()
-        with self._lock:
-            if self._ptr is not None:
-                self._close_now()
+        self._lock_or_post(self._close_if_open)
+
+    def _close_if_open(self) -> None:
+        if self._ptr is not None:
+            self._close_now()
 
     def _close_now(self) -> None:
         ptr = self._ptr
@@ -459,6 +513,7 @@ class Session(Handle):
         self._message_callback = (None, None)
         self._global_request_callback = (None, None)
         self._deferred.clear()
+        self._posted.clear()
         self._close_wake_pipe()
         self._closed_event.set()
 
