@@ -319,6 +319,11 @@ CDEF_SHIMS = """
 int pylibssh_server_cb_set_kbdint(struct ssh_server_callbacks_struct *cb, int on);
 int pylibssh_server_cb_set_direct_tcpip(struct ssh_server_callbacks_struct *cb, int on);
 int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *cb, int on);
+/* ---- poll batching (pylibssh_server/event.py) ---- */
+#define PYLIBSSH_SESSION_CONNECTED ...
+#define PYLIBSSH_SESSION_FATAL ...
+int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop);
+int pylibssh_session_state(ssh_session session);
 """
 
 CDEF_TRAMPOLINES = """
@@ -420,6 +425,42 @@ static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_st
     (void)cb; (void)on; (void)_channel_open_response_function_cb;
     return -1;
 #endif
+}
+
+#define PYLIBSSH_SESSION_CONNECTED 1
+#define PYLIBSSH_SESSION_FATAL 2
+
+/* One ssh_event_dopoll() waiting up to `timeout` ms, then more rounds without waiting while
+ * events are ready, at most `max_rounds` in all, until a callback sets *stop.  libssh reads the
+ * socket 4 KiB per round: running the rounds here, in one call, saves a Python call and a GIL
+ * release per round (a release costs a thread switch when many sessions' threads are busy).
+ * Returns the first round's rc. */
+static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop)
+{
+    int rc = ssh_event_dopoll(event, timeout);
+    int rounds = 1;
+
+    while (rc == SSH_OK && rounds < max_rounds && !*stop &&
+           ssh_event_dopoll(event, 0) == SSH_OK) {
+        rounds++;
+    }
+    return rc;
+}
+
+/* ssh_is_connected(), ssh_get_status() and ssh_get_error_code() in one call (PYLIBSSH_SESSION_*
+ * bits), for a loop that checks them after every poll. */
+static int pylibssh_session_state(ssh_session session)
+{
+    int state = 0;
+
+    if (ssh_is_connected(session) == 1 &&
+        !(ssh_get_status(session) & (SSH_CLOSED | SSH_CLOSED_ERROR))) {
+        state |= PYLIBSSH_SESSION_CONNECTED;
+    }
+    if (ssh_get_error_code(session) == SSH_FATAL) {
+        state |= PYLIBSSH_SESSION_FATAL;
+    }
+    return state;
 }
 """
 

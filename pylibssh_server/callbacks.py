@@ -471,6 +471,9 @@ def _channel_data_function_cb(
         sess._record_exception(exc, getattr(hook, "__name__", "on_data"))
         # Nothing consumed; the channel is closed once the poll returns.
         chan._defer_close()
+        event = sess._event
+        if event is not None:
+            event._stop[0] = 1  # end dopoll's batch of rounds: the exception goes up now
         return 0
     finally:
         if outermost:

@@ -22,6 +22,9 @@ POLLHUP = lib.POLLHUP
 
 FdHandler = Callable[[int, int], Any]
 
+_CONNECTED = lib.PYLIBSSH_SESSION_CONNECTED
+_FATAL = lib.PYLIBSSH_SESSION_FATAL
+
 
 class _FdRegistration:
     """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
@@ -36,12 +39,15 @@ class _FdRegistration:
     def fire(self, fd: int, revents: int) -> None:
         if not self.active:
             return
-        session = self.event._session
+        event = self.event
+        session = event._session
         try:
             self.handler(fd, revents)
         except BaseException as exc:
             if session is not None:
                 session._record_exception(exc, f"fd handler for {fd}")
+        if session is not None and session._pending_exc is not None:
+            event._stop[0] = 1  # end the batch of rounds: the exception goes up now
 
 
 class SessionEvent(Handle):
@@ -75,7 +81,9 @@ class SessionEvent(Handle):
             self._fds: dict[int, _FdRegistration] = {}  # what the caller asked for
             self._in_c: dict[int, _FdRegistration] = {}  # what libssh holds
             self._ops: list[tuple[str, _FdRegistration, int]] = []
-            wake = _FdRegistration(self, session._wake_r, lambda fd, ev: session._drain_wakeups())
+            # Set by a callback to end dopoll's batch of rounds (read by the C loop).
+            self._stop = ffi.new("int *")
+            wake = _FdRegistration(self, session._wake_r, self._woken)
             if lib.ssh_event_add_fd(ptr, session._wake_r, POLLIN, lib._event_fd_cb,
                                     wake.handle) != lib.SSH_OK:
                 lib.ssh_event_free(ptr)
@@ -97,6 +105,28 @@ class SessionEvent(Handle):
     def session(self) -> Session | None:
         """The session in this event, or None once closed."""
         return self._session
+
+    def _woken(self, fd: int, revents: int) -> None:
+        session = self._session
+        if session is None:
+            return
+        session._drain_wakeups()
+        if session._close_requested or session._handoff.waiters:
+            # A thread closing the session or waiting for its lock: end the batch of rounds.
+            self._stop[0] = 1
+
+    def session_state(self) -> tuple[bool, bool]:
+        """``(connected, fatal)`` of the session in one C call: ``Session.is_connected`` and
+        ``Session.has_fatal_error`` together, for a loop that checks them after every poll.
+
+        ``(False, False)`` once the event or its session is closed.
+        """
+        with self._lock:
+            session = self._session
+            if session is None or session._ptr is None or session._close_requested:
+                return False, False
+            state = lib.pylibssh_session_state(session._ptr)
+        return bool(state & _CONNECTED), bool(state & _FATAL)
 
     @property
     def is_assigned(self) -> bool:
@@ -207,15 +237,13 @@ class SessionEvent(Handle):
             ptr = self._c
             session._enter()
             try:
-                rc = lib.ssh_event_dopoll(ptr, ms)
-                # libssh reads the socket 4 KiB per round: dispatch what is already ready in
-                # the same call, so the Python work around each call is paid once per batch.
-                rounds = 1
-                while (rc == lib.SSH_OK and rounds < self.max_rounds
-                       and not session._close_requested and session._pending_exc is None
-                       and not session._handoff.waiters
-                       and lib.ssh_event_dopoll(ptr, 0) == lib.SSH_OK):
-                    rounds += 1
+                # libssh reads the socket 4 KiB per round: the C loop dispatches what is already
+                # ready in the same call, so the Python work around each call is paid once per
+                # batch.  What must end a batch early reaches it through _stop: a closing
+                # thread or one waiting for the lock writes to the wake-up pipe (see _woken),
+                # and a callback's exception is noticed by the next data or fd callback.
+                self._stop[0] = 0
+                rc = lib.pylibssh_event_dopoll_batch(ptr, ms, self.max_rounds, self._stop)
             finally:
                 session._exit()
         return int(rc)

@@ -151,9 +151,10 @@ class DemoClient:
                     logger.error("client %s: %s", self.id, exc, exc_info=exc)
                     self.error = exc
                 self._service()
-                if not session.is_connected:
+                connected, fatal = event.session_state()  # one C call for both checks
+                if not connected:
                     break
-                if session.has_fatal_error:
+                if fatal:
                     logger.warning("client %s: %s: disconnecting", self.id, session.get_error())
                     self.log("protocol_error", session.get_error())
                     break
