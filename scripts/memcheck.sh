@@ -9,7 +9,7 @@
 # definite leaks of memory allocated by the libssh calls we make.  Prints one summary line and
 # exits non-zero on any error or test failure.
 #
-#   scripts/memcheck.sh [pytest args...]      PYTHON=.venv/bin/python by default
+#   scripts/memcheck.sh [pytest args...]   PYTHON=.venv/bin/python, MEMCHECK_SCALE=10: full counts
 #   output in .stress/ (MEMCHECK_DIR): memcheck.xml (valgrind's report), memcheck-errors.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ start=$(date +%s)
 set +e
 # PYTHONMALLOC=malloc: every Python object is a malloc block memcheck can follow (pymalloc's
 # arenas would hide use-after-free of objects and look like invalid reads).
-env PYTHONMALLOC=malloc PYLIBSSH_STRESS_INPROCESS=1 STRESS_SCALE=1 \
+env PYTHONMALLOC=malloc PYLIBSSH_STRESS_INPROCESS=1 STRESS_SCALE="${MEMCHECK_SCALE:-1}" \
   valgrind --tool=memcheck --trace-children=no --fair-sched=yes \
     --suppressions=tests/stress/valgrind.supp \
     --error-exitcode=97 --errors-for-leak-kinds=none \

@@ -169,7 +169,7 @@ class Connection:
     client (``ssh ... stress`` fed from a file) on the other end."""
 
     session: Session
-    client: subprocess.Popen[bytes]
+    client: subprocess.Popen[bytes] | None
     event: Any = None
     channels: list[SshChannel] = field(default_factory=list)
     exec_seen: threading.Event = field(default_factory=threading.Event)
@@ -181,10 +181,11 @@ class Connection:
     def close(self) -> None:
         """Close the session (idempotent), then wait for the client: it sees the disconnect."""
         self.session.close()
-        try:
-            self.client.wait(10)
-        finally:
-            stop_process(self.client)
+        if self.client is not None:
+            try:
+                self.client.wait(10)
+            finally:
+                stop_process(self.client)
 
 
 class Lab:
@@ -298,12 +299,16 @@ def scenario(rounds: int) -> Callable[[Scenario], Scenario]:
 def scenario_dopoll_vs_closers(rng: random.Random, crew: Crew, lab: Lab) -> None:
     """A poller thread loops ``dopoll`` while writers write/send_eof/exit-status the same
     channel, and other threads close the channel, close or disconnect the session, close the
-    event, add and remove fds, and read the session's state."""
+    event, add and remove fds, and read the session's state.  A third of the sessions are in
+    blocking mode (writes wait for the window inside libssh, bounded by a 1 s timeout)."""
     with Bind(key=lab.host_key) as bind:
         conn = lab.connect(bind)
         try:
             channel, session, event = conn.channel, conn.session, conn.event
             assert channel is not None
+            if rng.random() < 1 / 3:
+                session.set_timeout(1)
+                session.set_blocking(True)
             poller(crew, rng, event)
             for i in range(rng.randint(1, 3)):
                 crew.spawn(f"writer{i}", rng, lambda local: write_channel(crew, local, channel))
@@ -576,7 +581,7 @@ def scenario_kex_vs_close(rng: random.Random, crew: Crew, lab: Lab) -> None:
             session.set_blocking(False)
 
             def kex(local: random.Random) -> None:
-                crew.call(session.handle_key_exchange, local.choice((0.2, 1.0, 5.0)))
+                crew.call(session.handle_key_exchange, local.choice((0.2, 1.0, 2.0)))
                 event = crew.call(SessionEvent, session)
                 if event is not None:
                     for _ in range(20):
@@ -827,9 +832,12 @@ def relay_between_two_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None
                     conns.append(lab.connect(bind, hooks, ready=False, stdout=stdout))
 
             def serve(conn: Connection) -> Body:
+                client = conn.client
+                assert client is not None
+
                 def run(local: random.Random) -> None:
                     deadline = time.monotonic() + 20
-                    while conn.client.poll() is None and time.monotonic() < deadline:
+                    while client.poll() is None and time.monotonic() < deadline:
                         crew.call(conn.event.dopoll, 0.05)
                 return run
 
@@ -838,12 +846,59 @@ def relay_between_two_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None
             crew.run()
             for i, (conn, output) in enumerate(zip(conns, outputs)):
                 with open(output, "rb") as f:
-                    got = (conn.client.returncode, f.read())
+                    got = (conn.client and conn.client.returncode, f.read())
                 if got != (0, f"from {1 - i}\n".encode()):
                     crew.fault(f"client {i}: exit status and output {got}")
         finally:
             for conn in conns:
                 conn.close()
+
+
+@scenario(rounds=pick(4, 40))
+def scenario_listen_vs_stop(rng: random.Random, crew: Crew, lab: Lab) -> None:
+    """``Bind.listen`` serves several OpenSSH clients, each session polled by its handler
+    thread, while two threads stop the server the way tests do (close the bind, then every
+    session) and the clients come and go: every handler ends, listen() returns."""
+    bind = Bind(key=lab.host_key)
+    sessions: list[Session] = []
+    clients: list[subprocess.Popen[bytes]] = []
+
+    def handler(session: Session) -> None:
+        sessions.append(session)
+        conn = Connection(session, None)
+        crew.call(session.set_server_callbacks, default_hooks(conn))
+        crew.call(session.set_blocking, False)
+        if crew.call(session.handle_key_exchange, 5) is None and session.closed:
+            return
+        event = crew.call(SessionEvent, session)
+        for _ in range(2000):  # until stopped (bounded)
+            if event is None or crew.call(event.dopoll, 0.05) is None:
+                return
+            if conn.channel is not None and rng.random() < 0.05:
+                crew.call(conn.channel.write, b"hello\n")
+
+    def stop(local: random.Random) -> None:
+        time.sleep(local.uniform(0.1, 0.6))
+        crew.safe(bind.close)
+        for session in local.sample(sessions, len(sessions)):
+            crew.safe(session.close)
+
+    try:
+        crew.spawn("listener", rng, lambda local: crew.safe(bind.listen, handler))
+        for _ in range(rng.randint(2, 4)):
+            clients.append(lab.ssh(bind.port))
+        for i in range(2):
+            crew.spawn(f"stopper{i}", rng, stop)
+        crew.run()
+    finally:
+        bind.close()
+        for session in sessions:
+            session.close()
+        for client in clients:
+            try:
+                client.wait(10)
+            finally:
+                stop_process(client)
 
 
 # ---- use after close: the contract of every public attribute --------------------------------
