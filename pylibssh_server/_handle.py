@@ -13,6 +13,12 @@ from pylibssh_server._ffi import ffi
 __all__ = ["Handle", "HandoffLock"]
 
 
+#: Guards the waits-for graph below and every HandoffLock's waiter count.
+_graph_lock = threading.Lock()
+#: Thread ident -> the HandoffLock that thread is blocked on.
+_waiting: dict[int, HandoffLock] = {}
+
+
 class HandoffLock:
     """A re-entrant lock whose holder can be asked to hand it over (a session's lock).
 
@@ -22,12 +28,18 @@ class HandoffLock:
     waiting threads round after round.  Here a thread that finds the lock taken counts itself
     as a waiter and calls ``wake`` (which ends the wait in ``dopoll``); the driving loop calls
     :meth:`let_waiters_in` before its next round.
+
+    Callbacks run with their session's lock held, so two sessions' hooks that each wait for
+    the other's session would deadlock.  Output and teardown calls avoid that by posting
+    (``Session._lock_or_post``); for anything else, a thread whose wait would close a cycle
+    of threads waiting for each other's locks gets ``RuntimeError`` instead of waiting.
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._lock = threading.RLock()
         self._wake = wake
-        self._count_lock = threading.Lock()
+        self._owner: int | None = None  # the holding thread (maintained under _lock)
+        self._count = 0
         self._waiters = 0
         self._no_waiters = threading.Event()
         self._no_waiters.set()
@@ -38,23 +50,51 @@ class HandoffLock:
         return self._waiters
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if self._lock.acquire(False):
-            return True
-        if not blocking:
+        if not self._lock.acquire(False) and (not blocking or not self._wait(timeout)):
             return False
-        with self._count_lock:
+        self._count += 1
+        if self._count == 1:
+            self._owner = threading.get_ident()
+        return True
+
+    def _wait(self, timeout: float) -> bool:
+        me = threading.get_ident()
+        with _graph_lock:
+            if self._closes_cycle(me):
+                raise RuntimeError(
+                    "waiting for this session would deadlock: its thread waits for a session "
+                    "this thread holds (a call from inside another session's callback)")
+            _waiting[me] = self
             self._waiters += 1
             self._no_waiters.clear()
         try:
             self._wake()
             return self._lock.acquire(True, timeout)
         finally:
-            with self._count_lock:
+            with _graph_lock:
+                del _waiting[me]
                 self._waiters -= 1
                 if not self._waiters:
                     self._no_waiters.set()
 
+    def _closes_cycle(self, me: int) -> bool:
+        """True if this lock's holder is (through other holders) waiting for ``me``."""
+        owner = self._owner
+        for _ in range(len(_waiting) + 1):
+            if owner is None:
+                return False
+            if owner == me:
+                return True
+            lock = _waiting.get(owner)
+            if lock is None:
+                return False
+            owner = lock._owner
+        return False
+
     def release(self) -> None:
+        self._count -= 1
+        if not self._count:
+            self._owner = None
         self._lock.release()
 
     def __enter__(self) -> bool:
@@ -68,7 +108,7 @@ class HandoffLock:
 
         A no-op for a thread that holds the lock itself (a nested call from a callback).
         """
-        if self._waiters and not self._lock._is_owned():  # type: ignore[attr-defined]
+        if self._waiters and self._owner != threading.get_ident():
             self._no_waiters.wait(timeout)
 
 

@@ -50,6 +50,12 @@ class Session(Handle):
     ``close()``) requested from inside a callback is queued and performed when the driving call
     returns.  ``close()`` from another thread wakes the driving thread and takes over.
 
+    From inside a callback of *another* session (a relay), output and teardown calls on this
+    session's objects never wait for its lock: if it is busy they are left to this session's
+    driving thread (see ``_lock_or_post``).  Any other call that would have to wait for a
+    session whose thread is itself waiting for the caller's raises ``RuntimeError`` instead
+    of deadlocking.
+
     The session owns (and keeps alive until after ``ssh_free``): its ``ServerCallbacks``, the
     message and global-request callback handles, its ``SshChannel`` objects and its
     ``SessionEvent``.

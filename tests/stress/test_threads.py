@@ -99,6 +99,11 @@ class Crew:
         """``fn(*args)``, which must not raise at all (close(), wakeup(), state flags...)."""
         return self._call((), fn, args)
 
+    def across(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on another session from inside a callback: it may also raise
+        RuntimeError (waiting would deadlock)."""
+        return self._call((*ALLOWED, RuntimeError), fn, args)
+
     def _call(self, allowed: tuple[type[BaseException], ...], fn: Callable[..., Any],
               args: tuple[Any, ...]) -> Any:
         try:
@@ -714,13 +719,13 @@ def use_key(crew: Crew, rng: random.Random, key: SshKey, other: SshKey) -> None:
 @scenario(rounds=pick(5, 50))
 def scenario_hooks_across_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None:
     """Two or three sessions, each served by its own polling thread, whose hooks write to,
-    send EOF or exit status on, or close the channels, sessions and events of the *other*
-    sessions (a relay), while other threads close them too: no thread waits for another
-    session's lock forever."""
+    send EOF or exit status on, close, or query the channels, sessions and events of the
+    *other* sessions (a relay), while other threads close them too: no thread waits for
+    another session's lock forever (a query that would raises RuntimeError)."""
     with Bind(key=lab.host_key) as bind:
         conns: list[Connection] = []
         actions = ("write", "eof", "exit-status", "close-channel", "abort-channel",
-                   "close-session", "disconnect", "close-event")
+                   "close-session", "disconnect", "close-event", "query")
         plan = {point: rng.choice(actions) for point in ("data", "eof", "close")}
 
         def act(point: str, me: Connection, local: random.Random) -> None:
@@ -745,6 +750,9 @@ def scenario_hooks_across_sessions(rng: random.Random, crew: Crew, lab: Lab) -> 
                 crew.safe(other.session.disconnect)
             elif action == "close-event" and other.event is not None:
                 crew.safe(other.event.close)
+            elif action == "query" and channel is not None:
+                crew.across(lambda: (channel.is_open, channel.window_size, channel.is_eof,
+                                     other.session.status))
 
         def hooks(conn: Connection) -> ServerCallbacks:
             local = random.Random(rng.random())
@@ -899,6 +907,57 @@ def scenario_listen_vs_stop(rng: random.Random, crew: Crew, lab: Lab) -> None:
                 client.wait(10)
             finally:
                 stop_process(client)
+
+
+@regression
+def query_between_two_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None:
+    """Two sessions' data hooks, both running at once, each ask whether the other session's
+    channel is open: the second to ask would close a deadlock cycle and gets RuntimeError at
+    once; the first waits until that hook has returned and gets True."""
+    barrier = threading.Barrier(2, timeout=10)
+    conns: list[Connection] = []
+    answers: list[Any] = []
+
+    def hooks(conn: Connection) -> ServerCallbacks:
+        def on_data(sess: Session, channel: SshChannel, data: bytes, is_stderr: bool,
+                    userdata: Any) -> None:
+            if conn.exec_seen.is_set():
+                return
+            conn.exec_seen.set()
+            barrier.wait()  # both hooks now run, each holding its own session's lock
+            other = conns[1 - conns.index(conn)].channel
+            assert other is not None
+            answers.append(outcome(lambda: other.is_open))
+
+        def on_open(sess: Session, userdata: Any) -> SshChannel:
+            channel = SshChannel(sess)
+            channel.set_callbacks(ChannelCallbacks(on_exec_request=lambda *args: True,
+                                                   on_data=on_data))
+            conn.channels.append(channel)
+            return channel
+
+        return default_hooks(conn, on_channel_open_request_session=on_open)
+
+    with Bind(key=lab.host_key) as bind:
+        try:
+            for _ in range(2):
+                conns.append(lab.connect(bind, hooks, ready=False))
+
+            def serve(conn: Connection) -> Body:
+                def run(local: random.Random) -> None:
+                    deadline = time.monotonic() + 20
+                    while len(answers) < 2 and time.monotonic() < deadline:
+                        crew.call(conn.event.dopoll, 0.05)
+                return run
+
+            for i, conn in enumerate(conns):
+                crew.spawn(f"server{i}", rng, serve(conn))
+            crew.run()
+            if sorted(answers, key=repr) != [RuntimeError, Returns(True)]:
+                crew.fault(f"answers: {answers}")
+        finally:
+            for conn in conns:
+                conn.close()
 
 
 # ---- use after close: the contract of every public attribute --------------------------------
