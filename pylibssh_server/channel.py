@@ -36,8 +36,14 @@ def _postable(check: Callable[[Any], Any] | None = None,
     def decorate(method: F) -> F:
         @functools.wraps(method)
         def call(self: SshChannel, *args: Any, **kwargs: Any) -> Any:
+            session = self._session
+            if not session._posted and session._in_callback():
+                # The hot path (an fd handler pumping output, a hook replying): this thread
+                # is inside this session's libssh call, so it holds the lock and nothing was
+                # posted before; _lock_or_post would only run the method.
+                return method(self, *args, **kwargs)
             done: list[Any] = []
-            if self._session._lock_or_post(
+            if session._lock_or_post(
                     lambda: done.append(method(self, *args, **kwargs)),
                     None if check is None else lambda: check(self)):
                 return done[0]
