@@ -284,10 +284,18 @@ class Bind(Handle):
                 session = self._accept(None)  # None (not ValueError) once closed meanwhile
                 if session is None:
                     continue
-                thread = threading.Thread(target=self._run_handler, args=(handler, session),
-                                          name=f"pylibssh-session-{session.peer}", daemon=True)
-                self._threads.add(thread)
-                thread.start()
+                # Under the lock close() sets _closing with: once close() has returned, no
+                # handler starts (a client accepted while it ran is dropped).
+                with self._accept_done:
+                    if self._closing:
+                        session.close()
+                        break
+                    thread = threading.Thread(target=self._run_handler,
+                                              args=(handler, session),
+                                              name=f"pylibssh-session-{session.peer}",
+                                              daemon=True)
+                    self._threads.add(thread)
+                    thread.start()
         finally:
             if wait:
                 for thread in list(self._threads):
@@ -310,7 +318,8 @@ class Bind(Handle):
         """
         if self._closing and self._ptr is None:
             return
-        self._closing = True
+        with self._accept_done:  # see listen()
+            self._closing = True
         with self._lock:  # a concurrent close() may have closed the pipe (fd number reused)
             if self._wake_w >= 0:
                 try:

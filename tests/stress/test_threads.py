@@ -885,14 +885,26 @@ def scenario_listen_vs_stop(rng: random.Random, crew: Crew, lab: Lab) -> None:
             if conn.channel is not None and rng.random() < 0.05:
                 crew.call(conn.channel.write, b"hello\n")
 
+    listening = threading.Event()
+
+    def listen(local: random.Random) -> None:
+        try:
+            crew.safe(bind.listen, handler)
+        finally:
+            listening.set()
+
     def stop(local: random.Random) -> None:
         time.sleep(local.uniform(0.1, 0.6))
         crew.safe(bind.close)
-        for session in local.sample(sessions, len(sessions)):
-            crew.safe(session.close)
+        # A handler may still be starting for a client accepted just before: close what
+        # appears until listen() has joined every handler.
+        deadline = time.monotonic() + 20
+        while not listening.wait(0.05) and time.monotonic() < deadline:
+            for session in local.sample(sessions, len(sessions)):
+                crew.safe(session.close)
 
     try:
-        crew.spawn("listener", rng, lambda local: crew.safe(bind.listen, handler))
+        crew.spawn("listener", rng, listen)
         for _ in range(rng.randint(2, 4)):
             clients.append(lab.ssh(bind.port))
         for i in range(2):
