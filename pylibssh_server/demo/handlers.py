@@ -85,7 +85,9 @@ class ChannelHandler:
             room = self.input_room()
             if room > 0:
                 self.backlogged = False
-                data = self.channel.read_nonblocking(min(room, READ_SIZE))
+                # All of it, even beyond room (at most one window): see read_nonblocking.
+                held = self.channel.poll()
+                data = self.channel.read_nonblocking(max(held, min(room, READ_SIZE)))
                 if data:
                     self.take_drained(data)
                     self.backlogged = True  # maybe more behind it

@@ -326,3 +326,39 @@ def test_huge_sftp_reads_and_writes(tmp_path: os.PathLike[str]) -> None:
         after = settled(server, baseline)
     record("huge SFTP reads/writes", tried=1, sent=size, received=len(data), before=baseline,
            after=after)
+
+
+def test_fast_client_into_a_slow_command_is_held_by_the_window() -> None:
+    """A well-behaved client uploading into a command that reads slowly: the server buffers
+    at most its sink plus one window (libssh 0.10 re-opens the window after every read of
+    the backlog, so partial reads let the upload pile up in libssh until the client was cut
+    off as a window violator)."""
+    size = pick(32, 256) << 20
+    with cli_server() as server:
+        baseline = server.stats()
+        transport = paramiko_login(server.port)
+        peak = baseline
+        try:
+            chan = transport.open_session(timeout=10)
+            chan.settimeout(60)
+            chan.exec_command(
+                "python3 -c 'import sys, time\n"
+                "for _ in iter(lambda: sys.stdin.buffer.read1(1 << 16), b\"\"): time.sleep(0.001)'"
+                "; echo done")
+            block = b"x" * (1 << 20)
+            window = 0
+            for _ in range(size >> 20):
+                for i in range(0, len(block), 1 << 15):
+                    chan.sendall(block[i:i + (1 << 15)])
+                    window = max(window, chan.out_window_size)  # granted by the server
+                now = server.stats()
+                peak = now if now.rss_kib > peak.rss_kib else peak
+            chan.shutdown_write()
+            assert chan.makefile("rb").read() == b"done\n"
+            assert chan.recv_exit_status() == 0
+        finally:
+            transport.close()
+        settled(server, baseline)
+    assert window <= 4 << 20
+    assert peak.rss_kib - baseline.rss_kib < 16 << 10
+    record("fast upload, slow reader", tried=1, sent=size, before=baseline, after=peak)

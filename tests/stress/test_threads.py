@@ -1063,6 +1063,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "is_open": (lambda: channel.is_open, Returns(False)),
             "owning": (lambda: channel.owning, Returns(True)),
             "pending_bytes": (lambda: channel.pending_bytes, Returns(0)),
+            "poll": (channel.poll, ValueError),
             "read_nonblocking": (channel.read_nonblocking, ValueError),
             "remote_closed": (lambda: channel.remote_closed, Returns(ANY)),
             "send_eof": (channel.send_eof, ValueError),
