@@ -10,14 +10,15 @@
 # exits non-zero on any error or test failure.
 #
 #   scripts/memcheck.sh [pytest args...]   PYTHON=.venv/bin/python, MEMCHECK_SCALE=10: full counts
-#   output in .stress/ (MEMCHECK_DIR): memcheck.xml (valgrind's report), memcheck-errors.txt
+#   output in .stress/ (MEMCHECK_DIR): memcheck.xml (valgrind's report), memcheck-errors.txt,
+#   memcheck-summary.txt (the summary line)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${MEMCHECK_DIR:-.stress}
 command -v valgrind >/dev/null || { echo "memcheck: valgrind is not installed" >&2; exit 2; }
 mkdir -p "$OUT"
-rm -f "$OUT/memcheck.xml" "$OUT/memcheck-errors.txt" "$OUT/memcheck-junit.xml"
+rm -f "$OUT"/memcheck.xml "$OUT"/memcheck-{errors,summary}.txt "$OUT"/memcheck-junit.xml
 
 start=$(date +%s)
 set +e
@@ -83,7 +84,10 @@ except (OSError, ET.ParseError, AssertionError):
 total = sum(kinds.values())
 detail = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"
 where = f", stacks in {out}/memcheck-errors.txt" if total else ""
-print(f"memcheck: {total} errors ({detail}), {suppressed} suppressed third-party reports, "
-      f"{status}, {seconds} s{where}")
+summary = (f"memcheck: {total} errors ({detail}), {suppressed} suppressed third-party "
+           f"reports, {status}, {seconds} s{where}")
+print(summary)
+with open(f"{out}/memcheck-summary.txt", "w") as f:
+    f.write(summary + "\n")
 sys.exit(0 if total == 0 and not failed and rc in (0, 97) else 1)
 PY

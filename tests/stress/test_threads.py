@@ -4,9 +4,11 @@ once (use after close and closes inside callbacks included) never crash the inte
 
 Each scenario runs seeded random schedules over real loopback connections (the OpenSSH ``ssh``
 binary as the client): every call either works or raises a documented exception
-(``ValueError`` for a closed object, ``LibSSHError`` for a libssh failure; ``close()``,
+(``ValueError`` for a closed object, ``LibSSHError`` for a libssh failure, ``RuntimeError``
+for a call from one session's hook that would deadlock waiting for another session; ``close()``,
 ``wakeup()`` and state flags never raise), every thread ends within its deadline, and fds,
-threads and child processes return to their baseline.
+threads and child processes return to their baseline.  The regression checks at the end pin
+what the scenarios found, deterministically.
 
 A scenario runs in a child process (``python -X faulthandler -m stress.test_threads NAME``),
 so a segfault or abort is a failing test that names the scenario and shows the faulthandler
