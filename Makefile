@@ -80,9 +80,9 @@ stress: setup
 	@mkdir -p .stress && rm -f .stress/results.md
 	STRESS_SCALE=$${STRESS_SCALE:-10} STRESS_REPORT=$(CURDIR)/.stress/results.md \
 	  $(PY) -m pytest -q tests/stress $(PYTEST_ARGS)
-	STRESS_REPORT=$(CURDIR)/.stress/results.md $(PY) -X dev -m pytest -q tests/stress/test_threads.py
+	$(PY) -X dev -m pytest -q tests/stress/test_threads.py
 	PYTHON=$(PY) scripts/memcheck.sh
-	@echo; echo "== make stress: every case =="; cat .stress/results.md
+	@echo; echo "== make stress: every case =="; cat .stress/results.md .stress/memcheck-summary.txt
 
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -54,9 +54,9 @@ MAX_ENV_PER_CHANNEL = 1000
 #: later) bounds what a well-behaved client can have in flight; more means it ignores it.
 MAX_UNREAD_INPUT = 8 << 20
 #: When the server stops: how long accepted client data may take to reach its command or
-#: target, and how long a command whose stdin was closed then gets to exit before SIGKILL.
+#: target, and how long a command that was given input then gets to exit before SIGKILL.
 STOP_DRAIN_SECONDS = 5.0
-STOP_EXIT_GRACE = 0.5
+STOP_EXIT_GRACE = 2.0
 
 
 class _SessionChannel:
@@ -188,9 +188,10 @@ class DemoClient:
             except Exception as exc:
                 logger.error("client %s: %s", self.id, exc, exc_info=exc)
             self._service()
+        # Only commands that were given input may still be working on it.
         grace = time.monotonic() + STOP_EXIT_GRACE
         for handler in self._handlers:
-            if isinstance(handler, ExecHandler):
+            if isinstance(handler, ExecHandler) and handler.bytes_in:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     handler.proc.wait(max(0.0, grace - time.monotonic()))
 
@@ -254,7 +255,16 @@ class DemoClient:
             self.authenticated = True
             return AuthStatus.SUCCESS
         self._failed_auth += 1
+        self._out_of_attempts()
         return AuthStatus.DENIED
+
+    def _out_of_attempts(self) -> bool:
+        """True (and the client is disconnected) once max_auth_attempts failed: requests
+        already in the same poll batch are refused unheard."""
+        if self._failed_auth < self.server.max_auth_attempts:
+            return False
+        self.session.disconnect()  # deferred until the poll returns
+        return True
 
     def _on_auth_none(self, session: Session, user: str, userdata: Any) -> AuthStatus:
         self.log("auth_none", True)
@@ -266,6 +276,8 @@ class DemoClient:
     def _on_auth_password(
         self, session: Session, user: str, password: str, userdata: Any
     ) -> AuthStatus:
+        if self._out_of_attempts():
+            return AuthStatus.DENIED
         self.log("auth_password", (user, password))
         expected = self.server.password
         ok = (
@@ -279,6 +291,8 @@ class DemoClient:
     def _on_auth_pubkey(
         self, session: Session, user: str, key: SshKey, state: Any, userdata: Any
     ) -> AuthStatus:
+        if self._out_of_attempts():
+            return AuthStatus.DENIED
         self.log("auth_pubkey", (user, key.fingerprint(), int(state)))
         authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and any(
             key.public_equals(k) for k in self.server.authorized_keys
@@ -294,7 +308,7 @@ class DemoClient:
 
     def _kbdint_step(self, msg: SshMessage) -> str:
         """Advance keyboard-interactive: "info" (prompts sent), "ok" or "denied"."""
-        if not self.server.auth_methods & AuthMethod.INTERACTIVE:
+        if not self.server.auth_methods & AuthMethod.INTERACTIVE or self._out_of_attempts():
             return "denied"
         if not msg.auth_kbdint_is_response:
             # libssh gives no user name on the response message: remember it now.
