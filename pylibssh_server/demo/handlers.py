@@ -257,7 +257,36 @@ class _PipeSink(_Sink):
 # ---------------------------------------------------------------------------------------------
 
 
-class ExecHandler(ChannelHandler):
+class _SinkHandler(ChannelHandler):
+    """A handler whose client data goes to one :class:`_Sink` (``self.sink``), taking what
+    the sink has room for; EOF (``on_eof``) ends the sink once what was taken is through."""
+
+    sink: _Sink
+
+    def input_room(self) -> int:
+        return self.sink.room()
+
+    def on_data(self, data: bytes) -> int:
+        taken = data[:self.sink.room()]
+        self.sink.push(taken)
+        self.bytes_in += len(taken)
+        if len(taken) < len(data):
+            self.backlogged = True
+        return len(taken)
+
+    def take_drained(self, data: bytes) -> None:
+        self.sink.push(data)
+        self.bytes_in += len(data)
+
+    def end_input(self) -> None:
+        super().end_input()
+        self.on_eof()
+
+    def input_pending(self) -> bool:
+        return bool(self.sink.buffer) and self.sink.fd is not None
+
+
+class ExecHandler(_SinkHandler):
     """``sh -c COMMAND`` with stdin/stdout/stderr pumped through the channel.
 
     When the command ends: all output, then exit-status (or exit-signal), EOF and CLOSE.  A
@@ -281,8 +310,8 @@ class ExecHandler(ChannelHandler):
         stderr_fd = os.dup(self.proc.stderr.fileno())
         for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             f.close()
-        self.stdin = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
-                               self._stdin_broken)
+        self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
+                                           self._stdin_broken)
         self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
         self.stderr = _Pump(self, stderr_fd, lambda d: self.channel.write(d, stderr=True),
                             lambda: None)
@@ -297,33 +326,9 @@ class ExecHandler(ChannelHandler):
     def _stdin_broken(self) -> None:
         self.stdin.close()
 
-    def input_room(self) -> int:
-        return self.stdin.room()
-
-    def on_data(self, data: bytes) -> int:
-        room = self.stdin.room()
-        taken = data[:room]
-        self.stdin.push(taken)
-        self.bytes_in += len(taken)
-        if len(taken) < len(data):
-            self.backlogged = True
-        return len(taken)
-
-    def take_drained(self, data: bytes) -> None:
-        self.stdin.push(data)
-        self.bytes_in += len(data)
-
     def on_eof(self) -> None:
         self.client_eof = True
         self._close_stdin_when_drained()
-
-    def end_input(self) -> None:
-        super().end_input()
-        self.client_eof = True
-        self._close_stdin_when_drained()
-
-    def input_pending(self) -> bool:
-        return bool(self.stdin.buffer) and self.stdin.fd is not None
 
     def _close_stdin_when_drained(self) -> None:
         # The client's EOF can arrive while libssh still holds data we had no room for:
@@ -447,7 +452,7 @@ class SftpHandler(ChannelHandler):
         self.finished = True
 
 
-class ForwardHandler(ChannelHandler):
+class ForwardHandler(_SinkHandler):
     """A direct-tcpip channel relayed to a TCP connection, half-close included.
 
     The socket is polled through two fd numbers (a ``dup``), one for input and one for
@@ -460,7 +465,8 @@ class ForwardHandler(ChannelHandler):
         sock.setblocking(False)
         self.remote_eof = False   # the target closed its sending side
         self.client_eof = False
-        self.outbound = _Sink(self, sock.fileno(), sock.send, self._reset, close_fd=False)
+        self.outbound = self.sink = _Sink(self, sock.fileno(), sock.send, self._reset,
+                                          close_fd=False)
         self.outbound.finish = self._shutdown_write  # type: ignore[method-assign]
         self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write, self._target_eof)
 
@@ -480,33 +486,9 @@ class ForwardHandler(ChannelHandler):
             self.channel.send_eof()
         self._maybe_done()
 
-    def input_room(self) -> int:
-        return self.outbound.room()
-
-    def on_data(self, data: bytes) -> int:
-        room = self.outbound.room()
-        taken = data[:room]
-        self.outbound.push(taken)
-        self.bytes_in += len(taken)
-        if len(taken) < len(data):
-            self.backlogged = True
-        return len(taken)
-
-    def take_drained(self, data: bytes) -> None:
-        self.outbound.push(data)
-        self.bytes_in += len(data)
-
     def on_eof(self) -> None:
         self.client_eof = True
         self._shutdown_when_drained()
-
-    def end_input(self) -> None:
-        super().end_input()
-        self.client_eof = True
-        self._shutdown_when_drained()
-
-    def input_pending(self) -> bool:
-        return bool(self.outbound.buffer) and self.outbound.fd is not None
 
     def _shutdown_when_drained(self) -> None:
         # Half-close the target only after the data libssh still holds has been sent.
