@@ -249,6 +249,17 @@ class Lab:
         return conn
 
 
+def channel_opener(conn: Connection, **channel_hooks: Any) -> Callable[..., SshChannel]:
+    """An ``on_channel_open_request_session`` hook: a channel with ``channel_hooks``, recorded
+    in ``conn.channels``."""
+    def on_open(sess: Session, userdata: Any) -> SshChannel:
+        channel = SshChannel(sess)
+        channel.set_callbacks(ChannelCallbacks(**channel_hooks))
+        conn.channels.append(channel)
+        return channel
+    return on_open
+
+
 def default_hooks(conn: Connection, **server_hooks: Any) -> ServerCallbacks:
     """Accept "none" auth, session channels and exec requests (incoming data stays buffered);
     ``server_hooks`` replace or add ``ServerCallbacks`` hooks."""
@@ -256,14 +267,9 @@ def default_hooks(conn: Connection, **server_hooks: Any) -> ServerCallbacks:
         conn.exec_seen.set()
         return True
 
-    def on_open(sess: Session, userdata: Any) -> SshChannel:
-        channel = SshChannel(sess)
-        channel.set_callbacks(ChannelCallbacks(on_exec_request=on_exec))
-        conn.channels.append(channel)
-        return channel
-
     hooks: dict[str, Any] = {"on_auth_none": lambda *args: True,
-                             "on_channel_open_request_session": on_open}
+                             "on_channel_open_request_session":
+                                 channel_opener(conn, on_exec_request=on_exec)}
     return ServerCallbacks(**{**hooks, **server_hooks})
 
 
@@ -767,15 +773,9 @@ def scenario_hooks_across_sessions(rng: random.Random, crew: Crew, lab: Lab) -> 
                         act(point, conn, local)
                 return run
 
-            def on_open(sess: Session, userdata: Any) -> SshChannel:
-                channel = SshChannel(sess)
-                channel.set_callbacks(ChannelCallbacks(
-                    on_exec_request=lambda *args: True, on_data=hook("data"),
-                    on_eof=hook("eof"), on_close=hook("close")))
-                conn.channels.append(channel)
-                return channel
-
-            return default_hooks(conn, on_channel_open_request_session=on_open)
+            return default_hooks(conn, on_channel_open_request_session=channel_opener(
+                conn, on_exec_request=lambda *args: True, on_data=hook("data"),
+                on_eof=hook("eof"), on_close=hook("close")))
 
         try:
             for _ in range(rng.randint(2, 3)):
@@ -825,14 +825,8 @@ def relay_between_two_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None
             other.send_eof()
             other.close()
 
-        def on_open(sess: Session, userdata: Any) -> SshChannel:
-            channel = SshChannel(sess)
-            channel.set_callbacks(ChannelCallbacks(on_exec_request=lambda *args: True,
-                                                   on_data=on_data))
-            conn.channels.append(channel)
-            return channel
-
-        return default_hooks(conn, on_channel_open_request_session=on_open)
+        return default_hooks(conn, on_channel_open_request_session=channel_opener(
+            conn, on_exec_request=lambda *args: True, on_data=on_data))
 
     with Bind(key=lab.host_key) as bind:
         outputs = [os.path.join(lab.directory, f"relay{i}") for i in range(2)]
@@ -943,14 +937,8 @@ def query_between_two_sessions(rng: random.Random, crew: Crew, lab: Lab) -> None
             assert other is not None
             answers.append(outcome(lambda: other.is_open))
 
-        def on_open(sess: Session, userdata: Any) -> SshChannel:
-            channel = SshChannel(sess)
-            channel.set_callbacks(ChannelCallbacks(on_exec_request=lambda *args: True,
-                                                   on_data=on_data))
-            conn.channels.append(channel)
-            return channel
-
-        return default_hooks(conn, on_channel_open_request_session=on_open)
+        return default_hooks(conn, on_channel_open_request_session=channel_opener(
+            conn, on_exec_request=lambda *args: True, on_data=on_data))
 
     with Bind(key=lab.host_key) as bind:
         try:
