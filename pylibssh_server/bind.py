@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,33 @@ __all__ = ["Bind", "listen"]
 logger = logging.getLogger("pylibssh_server")
 
 SessionHandler = Callable[[Session], Any]
+
+#: errno values that mean "out of a resource" (fds, buffers, memory): the accept path drops the
+#: one connection it was working on and keeps listening.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How long the accept loop pauses after running out of a resource (the kernel keeps queueing
+#: connections meanwhile), and how often such a burst is logged.
+RESOURCE_BACKOFF = 0.05
+RESOURCE_LOG_INTERVAL = 10.0
+
+
+class _Throttled:
+    """Logs a repeated condition once per interval with the count since the last line."""
+
+    def __init__(self, message: str, interval: float = RESOURCE_LOG_INTERVAL) -> None:
+        self.message = message
+        self.interval = interval
+        self._count = 0
+        self._last = -interval
+
+    def hit(self, detail: object) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            logger.warning("%s (%s; %d time(s) since the last report)", self.message, detail,
+                           self._count)
+            self._last = now
+            self._count = 0
 
 
 class Bind(Handle):
@@ -78,21 +106,27 @@ class Bind(Handle):
                              "hostkey='/path/to/private_key'")
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be 0..65535, not {port}")
-        ptr = lib.ssh_bind_new()
-        if ptr == ffi.NULL:
-            raise LibSSHError("ssh_bind_new returned NULL", function="ssh_bind_new")
-        super().__init__(ptr)
+        # Everything close() and __repr__ read exists before the C object does: a failure
+        # here (EMFILE at the open-files limit) leaves nothing half-built behind.
         self.host = host
         self.auth_methods = auth_methods
         self.message_callback = message_callback
         self._sock: socket.socket | None = None
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closing = False
+        self._reserve_fd = -1
+        self._out_of_fds = _Throttled("Bind: out of resources: connection dropped")
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        ptr = lib.ssh_bind_new()
+        if ptr == ffi.NULL:
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            raise LibSSHError("ssh_bind_new returned NULL", function="ssh_bind_new")
+        super().__init__(ptr)
         # accept() calls in progress: close() keeps the listening socket and the wake-up pipe
         # open until they have left their poll (several threads may accept at once).
         self._accepting = 0
         self._accept_done = threading.Condition()
-        self._threads: set[threading.Thread] = set()
+        self._threads: dict[threading.Thread, Session] = {}
         try:
             if log_verbosity is not None:
                 set_log_level(int(log_verbosity))
@@ -141,6 +175,9 @@ class Bind(Handle):
                     self._set_option(option, value.encode(), name,
                                      hint=f"invalid {name.lower()} value {value!r}")
             self._sock = self._listen_socket(host, int(port), backlog)
+            # One fd held back for the open-files limit: with it, a connection can still be
+            # accepted and closed at once (instead of staying queued and waking every poll).
+            self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             self.port: int = self._sock.getsockname()[1]
             self._set_option(lib.SSH_BIND_OPTIONS_BINDPORT, ffi.new("int *", self.port),
                              "BINDPORT")
@@ -234,11 +271,49 @@ class Bind(Handle):
                 conn, address = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return None
+            except OSError as exc:
+                if exc.errno not in RESOURCE_ERRNOS:
+                    raise
+                self._drop_queued(sock, exc)
+                return None
         finally:
             with self._accept_done:
                 self._accepting -= 1
                 self._accept_done.notify_all()
-        return self._adopt(conn, address)
+        try:
+            return self._adopt(conn, address)
+        except OSError as exc:
+            conn.close()
+            if exc.errno in RESOURCE_ERRNOS:
+                self._resource_pause(exc)
+            else:  # e.g. the client reset the connection already
+                logger.debug("connection from %s dropped during set-up: %s", address, exc)
+            return None
+
+    def _drop_queued(self, sock: socket.socket, exc: OSError) -> None:
+        """accept() failed for want of an fd: spend the reserve fd on taking the connection
+        and closing it (the client sees a closed connection, not a hang), then pause."""
+        with self._lock:
+            if self._reserve_fd >= 0:
+                os.close(self._reserve_fd)
+                self._reserve_fd = -1
+        try:
+            conn, _ = sock.accept()
+            conn.close()
+        except OSError:
+            pass
+        with self._lock:
+            if self._reserve_fd < 0 and not self._closing:
+                try:
+                    self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass  # taken meanwhile: retried at the next shortage
+        self._resource_pause(exc)
+
+    def _resource_pause(self, exc: OSError) -> None:
+        self._out_of_fds.hit(exc.strerror or exc)
+        # The wake-up pipe ends the pause at once when close() is called.
+        select.select([self._wake_r] if self._wake_r >= 0 else [], [], [], RESOURCE_BACKOFF)
 
     def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
         # Non-blocking: libssh writes only after POLLOUT, but a blocking send() of a large
@@ -248,7 +323,10 @@ class Bind(Handle):
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session()
+        try:
+            session = Session()
+        except LibSSHError as exc:  # ssh_new: out of memory
+            raise OSError(errno.ENOMEM, str(exc)) from None
         fd = conn.detach()
         with self._lock:
             if self._ptr is None:
@@ -271,18 +349,39 @@ class Bind(Handle):
             session.set_message_callback(self.message_callback)
         return session
 
-    def listen(self, handler: SessionHandler, *, wait: bool = True) -> None:
+    def listen(self, handler: SessionHandler, *, wait: bool = True,
+               max_sessions: int | None = None,
+               max_unauthenticated: int | None = None) -> None:
         """Accept clients until the bind is closed, running ``handler(session)`` for each in
         its own thread; the session is closed when the handler returns.
 
         ``close()`` from another thread ends the loop at once (no busy polling: the accept
         wait includes a wake-up pipe).  With ``wait`` the call then joins the handler
         threads, which should end once their sessions are closed or disconnected.
+
+        Running out of a resource (file descriptors, memory, threads) drops the one
+        connection being accepted, is logged once per burst, and pauses the loop briefly; it
+        serves again as soon as the resource is back.
+
+        Args:
+            handler: called with each new :class:`Session`, in a thread of its own.
+            wait: join the handler threads before returning.
+            max_sessions: at most this many sessions at once; a client beyond it is closed
+                right after ``accept`` (logged).
+            max_unauthenticated: at most this many sessions not yet authenticated at once
+                (OpenSSH's ``MaxStartups``): refused the same way, so that clients that never
+                log in cannot use up ``max_sessions`` or the process's file descriptors.
         """
+        refused = _Throttled("Bind.listen: connection refused")
         try:
             while not self._closing:
                 session = self._accept(None)  # None (not ValueError) once closed meanwhile
                 if session is None:
+                    continue
+                reason = self._over_limit(max_sessions, max_unauthenticated)
+                if reason:
+                    refused.hit(f"{reason}; from {session.peer}")
+                    session.close()
                     continue
                 # Under the lock close() sets _closing with: once close() has returned, no
                 # handler starts (a client accepted while it ran is dropped).
@@ -294,12 +393,36 @@ class Bind(Handle):
                                               args=(handler, session),
                                               name=f"pylibssh-session-{session.peer}",
                                               daemon=True)
-                    self._threads.add(thread)
-                    thread.start()
+                    self._threads[thread] = session
+                    try:
+                        thread.start()
+                    except RuntimeError as exc:  # can't start new thread
+                        del self._threads[thread]
+                        session.close()
+                        self._resource_pause(OSError(errno.EAGAIN, str(exc)))
         finally:
             if wait:
                 for thread in list(self._threads):
                     thread.join()
+
+    def _over_limit(self, max_sessions: int | None, max_unauthenticated: int | None) -> str:
+        """Why a new session may not start ("" if it may)."""
+        if max_sessions is None and max_unauthenticated is None:
+            return ""
+        sessions = list(self._threads.values())
+        if max_sessions is not None and len(sessions) >= max_sessions:
+            return f"{len(sessions)} sessions (max_sessions={max_sessions})"
+        if max_unauthenticated is not None:
+            waiting = sum(1 for s in sessions if not s.authenticated)
+            if waiting >= max_unauthenticated:
+                return (f"{waiting} sessions not authenticated yet "
+                        f"(max_unauthenticated={max_unauthenticated})")
+        return ""
+
+    @property
+    def sessions(self) -> int:
+        """The number of sessions whose ``listen`` handler is running."""
+        return len(self._threads)
 
     def _run_handler(self, handler: SessionHandler, session: Session) -> None:
         try:
@@ -308,7 +431,7 @@ class Bind(Handle):
             logger.exception("session handler failed for %s", session.peer)
         finally:
             session.close()
-            self._threads.discard(threading.current_thread())
+            self._threads.pop(threading.current_thread(), None)
 
     # ---- teardown -----------------------------------------------------------------------
     def close(self) -> None:
@@ -336,21 +459,21 @@ class Bind(Handle):
                 self._sock = None
             if ptr is not None:
                 lib.ssh_bind_free(ptr)
-            for fd in (self._wake_r, self._wake_w):
+            for fd in (self._wake_r, self._wake_w, self._reserve_fd):
                 if fd >= 0:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
-            self._wake_r = self._wake_w = -1
+            self._wake_r = self._wake_w = self._reserve_fd = -1
 
     def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
         raise AssertionError
 
     def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        port = getattr(self, "port", None)
-        return f"<Bind {state} {self.host}:{port}>"
+        state = "open" if getattr(self, "_ptr", None) is not None and \
+            not getattr(self, "_closing", True) else "closed"
+        return f"<Bind {state} {getattr(self, 'host', None)}:{getattr(self, 'port', None)}>"
 
 
 def listen(handler: SessionHandler, bind: Bind, *, wait: bool = True) -> None:

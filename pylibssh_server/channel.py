@@ -419,5 +419,5 @@ class SshChannel(Handle):
         pass
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<SshChannel {state} pending={self._pending}>"
+        state = "closed" if getattr(self, "_ptr", None) is None else "open"
+        return f"<SshChannel {state} pending={getattr(self, '_pending', None)}>"

@@ -6,6 +6,7 @@ Also parses OpenSSH ``authorized_keys`` files.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any, Union
@@ -14,6 +15,8 @@ from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle, Lock
 from pylibssh_server.enums import KeyType
 from pylibssh_server.errors import SshKeyError
+
+logger = logging.getLogger("pylibssh_server")
 
 __all__ = ["SshKey", "parse_authorized_keys"]
 
@@ -359,15 +362,21 @@ class SshKey(Handle):
             return f"<SshKey {self.type_name} {kind} {self.fingerprint()}>"
 
 
-def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey]:
+def parse_authorized_keys(
+    source: PathLike | str | Iterable[str], *, ignore_options: bool = False
+) -> list[SshKey]:
     """Parse an OpenSSH ``authorized_keys`` file (path), text, or iterable of lines.
 
     Raises ``FileNotFoundError`` for a path (a ``PathLike``, or a one-line string without white
     space) that does not name a file.
 
-    Options before the key type (``from="..."``, ``command="..."``, ``no-pty`` ...) are
-    skipped, not enforced; comments and blank lines are ignored.  A malformed line raises
-    ``SshKeyError`` naming its line number.
+    Key options (``from="..."``, ``command="..."``, ``no-pty`` ...) are not enforced, so a line
+    that has any is refused: in sshd it would grant less than a plain key does.  With
+    ``ignore_options=True`` such a line is loaded as a plain key and a warning naming the
+    options is logged.  A ``cert-authority`` line is never loaded as a key (it authorizes
+    certificates signed by that CA, not the CA key itself): it is refused, or with
+    ``ignore_options`` skipped with a warning.  Comments and blank lines are ignored.  A
+    malformed line raises ``SshKeyError`` naming its line number.
 
     As in sshd, only ``\\n`` ends a line (other line breaks such as a form feed or U+2028 may
     sit in a comment), a file may hold bytes that are not UTF-8 outside the key itself, and
@@ -403,6 +412,9 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
                     continue
                 if i + 1 >= len(fields):
                     raise SshKeyError(f"authorized_keys line {number}: missing key data")
+                options = _option_names(",".join(fields[:i])) if i else []
+                if options and not _options_allowed(number, options, ignore_options):
+                    break
                 try:
                     keys.append(SshKey._import_public(field, fields[i + 1]))
                 except SshKeyError as exc:
@@ -417,8 +429,39 @@ def parse_authorized_keys(source: PathLike | str | Iterable[str]) -> list[SshKey
     return keys
 
 
-def _split_options(line: str) -> list[str]:
-    """Split on spaces and tabs, keeping double-quoted option values (which may hold them) whole.
+def _options_allowed(number: int, options: list[str], ignore: bool) -> bool:
+    """Whether a key line with ``options`` is loaded (False: skipped); raises if refused."""
+    names = ", ".join(options)
+    if "cert-authority" in options:
+        if not ignore:
+            raise SshKeyError(
+                f"authorized_keys line {number}: cert-authority lines are not supported (they "
+                "authorize certificates signed by that CA, and certificate authentication is "
+                "not implemented); remove the line")
+        logger.warning("authorized_keys line %d: cert-authority line skipped: it must not "
+                       "authorize the CA key itself", number)
+        return False
+    if not ignore:
+        raise SshKeyError(
+            f"authorized_keys line {number}: key options are not enforced ({names}); remove "
+            "them, or pass ignore_key_options=True (--ignore-key-options) to load the key "
+            "without them")
+    logger.warning("authorized_keys line %d: key options ignored, not enforced: %s",
+                   number, names)
+    return True
+
+
+def _option_names(options: str) -> list[str]:
+    """The option names of an ``authorized_keys`` options field, lower-cased, in order:
+    ``'from="a,b",no-pty'`` gives ``["from", "no-pty"]`` (commas inside quotes do not split).
+    """
+    names = (field.split("=", 1)[0].strip().lower() for field in _split_options(options, ","))
+    return [name for name in names if name]
+
+
+def _split_options(line: str, separators: str = " \t") -> list[str]:
+    """Split on spaces and tabs (or ``separators``), keeping double-quoted option values (which
+    may hold them) whole.
 
     A backslash before a quote escapes it, in a value or not, as sshd reads options:
     ``command="echo \\"a b\\""`` is one field.
@@ -436,7 +479,7 @@ def _split_options(line: str) -> list[str]:
         elif ch == '"':
             quoted = not quoted
             current.append(ch)
-        elif ch in " \t" and not quoted:
+        elif ch in separators and not quoted:
             if current:
                 fields.append("".join(current))
                 current = []

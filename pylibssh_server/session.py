@@ -64,9 +64,14 @@ class Session(Handle):
     _kind = "Session"
 
     def __init__(self, ptr: Any = None, *, owning: bool = True) -> None:
+        # The wake-up pipe first: at the open-files limit it raises EMFILE, and nothing
+        # (no ssh_session, no half-set attribute for __del__/__repr__) exists yet.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if ptr is None:
             ptr = lib.ssh_new()
             if ptr == ffi.NULL:
+                for fd in (self._wake_r, self._wake_w):
+                    os.close(fd)
                 raise LibSSHError("ssh_new returned NULL", function="ssh_new")
         # Other threads that need the lock wake the driving thread (see HandoffLock).
         self._handoff = HandoffLock(self.wakeup)
@@ -88,7 +93,6 @@ class Session(Handle):
         self._close_requested = False
         self._closed_event = threading.Event()
         self._wake_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._interrupted = False
         #: True once an auth callback returned success (libssh has no public getter).
         self.authenticated = False
@@ -560,6 +564,8 @@ class Session(Handle):
             self._close_wake_pipe()
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else (
-            "authenticated" if self.authenticated else "open")
-        return f"<Session {state} peer={self.peer} user={self.user!r}>"
+        # getattr: safe on an object whose __init__ failed part-way (called from __del__).
+        state = "closed" if getattr(self, "_ptr", None) is None else (
+            "authenticated" if getattr(self, "authenticated", False) else "open")
+        return (f"<Session {state} peer={getattr(self, 'peer', None)} "
+                f"user={getattr(self, 'user', None)!r}>")

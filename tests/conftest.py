@@ -95,8 +95,8 @@ def process_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # it ended between kill(0) and the read (ESRCH from a dying /proc entry)
 
 
 @contextmanager

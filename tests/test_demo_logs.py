@@ -49,12 +49,14 @@ def test_print_timeline_merges_clients_in_time_order(capsys: pytest.CaptureFixtu
 
 
 def test_verbose_prints_each_event_as_it_happens(capsys: pytest.CaptureFixture[str]) -> None:
-    """verbose=True prints a line per event with the client number."""
+    """verbose=True prints a line per event with the client number, on stderr (stdout is
+    the CLI's JSON readiness line alone)."""
     with DemoServer(password="foo", verbose=True) as server:
         _login(server.port, "alice", "echo hi")
-    out = capsys.readouterr().out
-    assert "[demo-server] client 1 auth_password: ('alice', 'foo')" in out
-    assert "[demo-server] client 1 channel_exec_request: \"'echo hi'\"" in out
+    captured = capsys.readouterr()
+    assert "[demo-server] client 1 auth_password: ('alice', 'foo')" in captured.err
+    assert "[demo-server] client 1 channel_exec_request: \"'echo hi'\"" in captured.err
+    assert captured.out == ""
 
 
 def test_run_returns_the_result_and_stops_the_server() -> None:

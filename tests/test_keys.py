@@ -4,6 +4,7 @@ and the SshKey lifecycle (close, use after close, context manager)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -258,8 +259,9 @@ def test_equality() -> None:
 
 
 def test_parse_authorized_keys(tmp_path: Path) -> None:
-    """Options (quoted values with spaces included), comments and blank lines are handled;
-    the keys come back in file order, from a path, a text, or an iterable of lines."""
+    """With ignore_options, options (quoted values with spaces included) are passed over;
+    comments and blank lines are handled; the keys come back in file order, from a path, a
+    text, or an iterable of lines."""
     with SshKey.generate() as k1, SshKey.generate("ecdsa") as k2, \
             SshKey.generate("rsa", 2048) as k3:
         text = "\n".join([
@@ -274,7 +276,7 @@ def test_parse_authorized_keys(tmp_path: Path) -> None:
         path = tmp_path / "authorized_keys"
         path.write_text(text + "\n")
         for source in (path, str(path), text, text.splitlines()):
-            keys = parse_authorized_keys(source)
+            keys = parse_authorized_keys(source, ignore_options=True)
             try:
                 assert [k.type_name for k in keys] == [k1.type_name, k2.type_name,
                                                        k3.type_name]
@@ -305,7 +307,7 @@ def test_parse_authorized_keys_errors() -> None:
 
 def parsed_blobs(source: Path | str | list[str]) -> list[str]:
     """The base64 blobs of the keys ``parse_authorized_keys(source)`` returns (then closed)."""
-    keys = parse_authorized_keys(source)
+    keys = parse_authorized_keys(source, ignore_options=True)
     try:
         return [k.public_base64 for k in keys]
     finally:
@@ -432,3 +434,40 @@ def test_parse_authorized_keys_missing_file_is_file_not_found(tmp_path) -> None:
     for source in (missing, str(missing)):
         with pytest.raises(FileNotFoundError, match="authorized_keys file not found"):
             parse_authorized_keys(source)
+
+
+def test_authorized_keys_options_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """A line with options we do not enforce is refused with an error naming the options and
+    the line; with ignore_options the key loads and a warning names them."""
+    with SshKey.generate() as k1:
+        line = f'from="10.0.0.1",command="true",no-pty {k1.authorized_key_line()}'
+        with pytest.raises(SshKeyError) as info:
+            parse_authorized_keys(["# first", line])
+        assert str(info.value).startswith(
+            "authorized_keys line 2: key options are not enforced (from, command, no-pty)")
+        with caplog.at_level(logging.WARNING, logger="pylibssh_server"):
+            keys = parse_authorized_keys([line], ignore_options=True)
+        try:
+            assert [k.public_base64 for k in keys] == [k1.public_base64]
+        finally:
+            for k in keys:
+                k.close()
+        assert "key options ignored, not enforced: from, command, no-pty" in caplog.text
+
+
+def test_cert_authority_line_never_loads_as_a_key(caplog: pytest.LogCaptureFixture) -> None:
+    """A cert-authority line authorizes certificates, never the CA key: refused, and with
+    ignore_options skipped (with a warning) while the other lines load."""
+    with SshKey.generate() as ca, SshKey.generate() as user:
+        lines = [f"cert-authority {ca.authorized_key_line()}", user.authorized_key_line(),
+                 f'Cert-Authority,principals="a,b" {ca.authorized_key_line()}']
+        with pytest.raises(SshKeyError, match="line 1: cert-authority lines are not supported"):
+            parse_authorized_keys(lines)
+        with caplog.at_level(logging.WARNING, logger="pylibssh_server"):
+            keys = parse_authorized_keys(lines, ignore_options=True)
+        try:
+            assert [k.public_base64 for k in keys] == [user.public_base64]
+        finally:
+            for k in keys:
+                k.close()
+        assert caplog.text.count("cert-authority line skipped") == 2

@@ -2,8 +2,10 @@
 """``python -m pylibssh_server.demo``: run a DemoServer until SIGINT/SIGTERM.
 
 When ready it prints exactly one JSON line on stdout (``host``, ``port``, ``fingerprint``,
-``pid``, ``auth_methods``, ``user``), then serves.  Exit codes: 0 after a clean stop,
-1 if the server cannot start (the reason is on stderr), 2 for bad arguments.
+``host_key``, ``known_hosts``, ``pid``, ``auth_methods``, ``user``), then serves; nothing else
+is ever written to stdout (``--verbose`` event lines go to stderr).  Exit codes: 0 after a
+clean stop (also when a second SIGINT/SIGTERM arrives during it), 1 if the server cannot start
+(the reason is on stderr), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     parser.add_argument("--password", help="password accepted for any user name")
-    parser.add_argument("--auth", help="comma list of none,password,publickey,"
-                                       "keyboard-interactive (default: from the other options)")
+    parser.add_argument("--auth", type=_auth_list,
+                        help="comma list of none,password,publickey,keyboard-interactive "
+                             "(default: from the other options)")
     parser.add_argument("--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys file")
     parser.add_argument("--hostkey", metavar="FILE",
                         help="private host key to use instead of a fresh Ed25519 key")
@@ -44,10 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory served as / over SFTP (default: the real file system)")
     parser.add_argument("--login-grace-time", type=float, default=60.0, metavar="SECONDS",
                         help="drop a client not logged in after this long (60)")
-    parser.add_argument("--max-auth-attempts", type=int, default=20, metavar="N",
+    parser.add_argument("--max-auth-attempts", type=_positive_int, default=20, metavar="N",
                         help="drop a client after N failed authentications (20)")
-    parser.add_argument("--max-channels", type=int, default=1024, metavar="N",
+    parser.add_argument("--max-channels", type=_positive_int, default=1024, metavar="N",
                         help="channels one client may have open at once (1024)")
+    parser.add_argument("--max-connections", type=_positive_int, metavar="N",
+                        help="clients served at once (default: from the open-files limit, "
+                             "at most 1000)")
+    parser.add_argument("--max-unauthenticated", type=_positive_int, metavar="N",
+                        help="clients not yet logged in at once, as sshd's MaxStartups "
+                             "(default: half of --max-connections)")
+    parser.add_argument("--max-fds-per-client", type=_positive_int, metavar="N",
+                        help="file descriptors and SFTP handles one client's channels may "
+                             "hold (default: an eighth of the open-files limit)")
+    parser.add_argument("--ignore-key-options", action="store_true",
+                        help="load authorized_keys lines with options (not enforced) as plain "
+                             "keys, with a warning, instead of refusing them")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
     parser.add_argument("--verbose", action="store_true", help="print every event")
@@ -56,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--example", action="store_true",
                         help="also print an example ssh command on stderr")
     return parser
+
+
+def _auth_list(text: str) -> str:
+    try:
+        AuthMethod.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             sftp_root=args.sftp_root, verbose=args.verbose,
             login_grace_time=args.login_grace_time,
             max_auth_attempts=args.max_auth_attempts, max_channels=args.max_channels,
+            max_connections=args.max_connections,
+            max_unauthenticated=args.max_unauthenticated,
+            max_fds_per_client=args.max_fds_per_client,
+            ignore_key_options=args.ignore_key_options,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
         )
-    except (ValueError, OSError, LibSSHError) as exc:
+    except (ValueError, TypeError, OSError, LibSSHError) as exc:
         print(f"demo server: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -93,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             "host": server.host,
             "port": server.port,
             "fingerprint": server.fingerprint,
+            "host_key": server.host_key.authorized_key_line(),
+            "known_hosts": server.known_hosts_line(),
             "pid": os.getpid(),
             "auth_methods": [name for flag, name in _METHOD_NAMES
                              if server.auth_methods & flag],

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hmac
 import logging
 import os
 import socket
-import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -19,6 +19,7 @@ from pylibssh_server import (
     AuthStatus,
     ChannelCallbacks,
     ChannelType,
+    GlobalRequestType,
     KeyExchangeError,
     PublicKeyState,
     RequestType,
@@ -32,6 +33,7 @@ from pylibssh_server import (
 from pylibssh_server._ffi import features
 from pylibssh_server.demo.handlers import (
     ChannelHandler,
+    CommandFailedHandler,
     ExecHandler,
     ForwardHandler,
     SftpHandler,
@@ -57,6 +59,14 @@ MAX_UNREAD_INPUT = 8 << 20
 #: target, and how long a command that was given input then gets to exit before SIGKILL.
 STOP_DRAIN_SECONDS = 5.0
 STOP_EXIT_GRACE = 2.0
+#: File descriptors a command costs while it starts (three pipe pairs, the exec-error pipe of
+#: subprocess, the pidfd) and while it runs (stdin, stdout, stderr, pidfd); a forward holds 2.
+EXEC_FDS_STARTING = 10
+EXEC_FDS = 4
+FORWARD_FDS = 2
+#: Authentication requests of any kind (PK_OK probes included) one connection may make: every
+#: failure counts toward max_auth_attempts, and this bounds the requests that do not fail.
+AUTH_REQUESTS_PER_ATTEMPT = 10
 
 
 class _SessionChannel:
@@ -97,6 +107,7 @@ class DemoClient:
         self._event: SessionEvent | None = None
         self._kbdint_user: str | None = None
         self._failed_auth = 0
+        self._auth_requests = 0
         self._draining = False
         self._bytes_in_done = 0
         self.finished = threading.Event()
@@ -115,7 +126,9 @@ class DemoClient:
         now = time.time()
         self.timeline.append((name, len(entries) - 1, now))
         if self.server.verbose:
-            print(f"[demo-server] client {self.id} {name}: {data!r}", flush=True)
+            # stderr: stdout belongs to the CLI's one JSON readiness line.
+            print(f"[demo-server] client {self.id} {name}: {data!r}", file=sys.stderr,
+                  flush=True)
 
     def __repr__(self) -> str:
         return f"<DemoClient {self.id} peer={self.peer} authenticated={self.authenticated}>"
@@ -161,8 +174,8 @@ class DemoClient:
                 if not self.authenticated and time.monotonic() > deadline:
                     logger.info("client %s: login grace time exceeded", self.id)
                     break
-                if self._failed_auth >= server.max_auth_attempts:
-                    logger.info("client %s: too many authentication failures", self.id)
+                if self._out_of_attempts():
+                    logger.info("client %s: too many authentication attempts", self.id)
                     break
             if self._stop.is_set() and self._handlers:
                 self._drain(event)
@@ -192,8 +205,7 @@ class DemoClient:
         grace = time.monotonic() + STOP_EXIT_GRACE
         for handler in self._handlers:
             if isinstance(handler, ExecHandler) and handler.bytes_in:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    handler.proc.wait(max(0.0, grace - time.monotonic()))
+                handler.wait_exit(max(0.0, grace - time.monotonic()))
 
     def _poll_timeout(self) -> float | None:
         if any(h.backlogged and not h.finished and not h.channel.closed and h.input_room() > 0
@@ -259,16 +271,28 @@ class DemoClient:
         return AuthStatus.DENIED
 
     def _out_of_attempts(self) -> bool:
-        """True (and the client is disconnected) once max_auth_attempts failed: requests
-        already in the same poll batch are refused unheard."""
-        if self._failed_auth < self.server.max_auth_attempts:
+        """True (and the client is disconnected) once max_auth_attempts failed, or the
+        client made more requests than that allows: requests already in the same poll batch
+        are refused unheard."""
+        limit = self.server.max_auth_attempts
+        if self._failed_auth < limit and \
+                self._auth_requests < limit * AUTH_REQUESTS_PER_ATTEMPT:
+            return False
+        if self.authenticated:
             return False
         self.session.disconnect()  # deferred until the poll returns
         return True
 
+    def _count_request(self) -> bool:
+        """Count one authentication request; True if it may be heard."""
+        self._auth_requests += 1
+        return not self._out_of_attempts()
+
     def _on_auth_none(self, session: Session, user: str, userdata: Any) -> AuthStatus:
         self.log("auth_none", True)
         self.user = user
+        if not self._count_request():
+            return AuthStatus.DENIED
         if self.server.allow_auth_none:
             return self._auth_result(True, user)
         return AuthStatus.DENIED  # the usual first probe: not counted as a failure
@@ -276,7 +300,7 @@ class DemoClient:
     def _on_auth_password(
         self, session: Session, user: str, password: str, userdata: Any
     ) -> AuthStatus:
-        if self._out_of_attempts():
+        if not self._count_request():
             return AuthStatus.DENIED
         self.log("auth_password", (user, password))
         expected = self.server.password
@@ -291,15 +315,16 @@ class DemoClient:
     def _on_auth_pubkey(
         self, session: Session, user: str, key: SshKey, state: Any, userdata: Any
     ) -> AuthStatus:
-        if self._out_of_attempts():
+        if not self._count_request():
             return AuthStatus.DENIED
         self.log("auth_pubkey", (user, key.fingerprint(), int(state)))
         authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and any(
             key.public_equals(k) for k in self.server.authorized_keys
         )
-        if state == PublicKeyState.NONE:
+        if state == PublicKeyState.NONE and authorized:
             self.user = user
-            return AuthStatus.SUCCESS if authorized else AuthStatus.DENIED  # PK_OK probe
+            return AuthStatus.SUCCESS  # PK_OK: not a failure, as in sshd
+        # As in sshd, a probe with a key that is not authorized is a failed attempt.
         return self._auth_result(authorized and state == PublicKeyState.VALID, user)
 
     def _on_service_request(self, session: Session, service: str, userdata: Any) -> bool:
@@ -308,7 +333,7 @@ class DemoClient:
 
     def _kbdint_step(self, msg: SshMessage) -> str:
         """Advance keyboard-interactive: "info" (prompts sent), "ok" or "denied"."""
-        if not self.server.auth_methods & AuthMethod.INTERACTIVE or self._out_of_attempts():
+        if not self.server.auth_methods & AuthMethod.INTERACTIVE or not self._count_request():
             return "denied"
         if not msg.auth_kbdint_is_response:
             # libssh gives no user name on the response message: remember it now.
@@ -355,13 +380,26 @@ class DemoClient:
             return False
         if mtype == RequestType.CHANNEL_OPEN and subtype == ChannelType.DIRECT_TCPIP:
             return self._direct_tcpip(msg)
+        if mtype == RequestType.GLOBAL:
+            self._global_request(msg)
         return False
+
+    def _global_request(self, msg: SshMessage) -> None:
+        """Reverse forwarding is not served yet: log the request by its contract name and
+        let libssh refuse it."""
+        if msg.subtype == GlobalRequestType.TCPIP_FORWARD:
+            address, port = msg.global_request
+            self.log("tcpip_forward", (address or "", port, None))
+        elif msg.subtype == GlobalRequestType.CANCEL_TCPIP_FORWARD:
+            address, port = msg.global_request
+            self.log("cancel_tcpip_forward", (address or "", port))
 
     def _forward_target(self, host: str, port: int) -> socket.socket | None:
         """Log the request, check it, connect: None refuses (OPEN_FAILURE)."""
         self.log("channel_open_direct_tcpip", (host, port))
         if not self.authenticated or self._open_channels() >= self.server.max_channels \
-                or not self.server.forward_allowed(host, port):
+                or not self.server.forward_allowed(host, port) \
+                or not self._fds_available(FORWARD_FDS, f"forward to {host}:{port}"):
             return None
         # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
         return connect_target(host, port)
@@ -405,6 +443,21 @@ class DemoClient:
         return self._event
 
     # ---- session channels ---------------------------------------------------------------
+    def fds_held(self) -> int:
+        """File descriptors and SFTP handles this client's channels hold."""
+        return sum(h.fds_held() for h in self._handlers if not h.finished)
+
+    def _fds_available(self, needed: int, what: str) -> bool:
+        """Whether ``needed`` more fit in the client's budget (``max_fds_per_client``)."""
+        budget = self.server.max_fds_per_client
+        held = self.fds_held()
+        if held + needed <= budget:
+            return True
+        logger.warning("client %s: %s refused: %d of its %d file descriptors and SFTP "
+                       "handles in use", self.id, what, held, budget)
+        self.log("resource_limit", f"{what}: {held} of {budget} fds and handles in use")
+        return False
+
     def _open_channels(self) -> int:
         # Channels closed within the current poll are still listed until _service().
         forwards = sum(1 for h in self._handlers
@@ -426,6 +479,10 @@ class DemoClient:
             on_exec_request=lambda s, c, command, u: self._on_exec(state, command),
             on_pty_request=self._on_pty,
             on_shell_request=lambda s, c, u: False,
+            on_signal=lambda s, c, name, u: self._on_signal(state, name),
+            # With this hook set libssh answers the request with success; nothing is
+            # forwarded yet, and OpenSSH and asyncssh ask for no reply.
+            on_auth_agent_req=lambda s, c, u: self.log("channel_auth_agent_request", True),
             on_subsystem_request=lambda s, c, name, u: self._on_subsystem(state, name),
         ))
         self._channels.append(state)
@@ -468,6 +525,11 @@ class DemoClient:
         state.env[name] = value
         return True
 
+    def _on_signal(self, state: _SessionChannel, name: str) -> None:
+        self.log("channel_signal", name)
+        if state.handler is None or not state.handler.signal(name):
+            logger.info("client %s: signal %r delivered to no process", self.id, name)
+
     def _on_pty(self, session: Session, channel: SshChannel, term: str, cols: int, rows: int,
                 pxw: int, pxh: int, userdata: Any) -> bool:
         self.log("channel_pty_request", (term, cols, rows, pxw, pxh))
@@ -480,11 +542,25 @@ class DemoClient:
         env = dict(os.environ)
         env.update(self.server.command_env)
         env.update(state.env)
-        try:
-            handler = ExecHandler(state.channel, self._require_event(), command, env)
-        except OSError as exc:
-            logger.error("client %s: cannot start %r: %s", self.id, command, exc)
-            return False
+        handler: ChannelHandler
+        if not self._fds_available(EXEC_FDS_STARTING, f"command {command!r}"):
+            handler = CommandFailedHandler(
+                state.channel, self._require_event(),
+                "demo: cannot run the command: too many open files on this connection\n", 126)
+        else:
+            try:
+                handler = ExecHandler(state.channel, self._require_event(), command, env)
+            except (OSError, ValueError) as exc:
+                # Accepted all the same: the client gets the reason and an exit status, as a
+                # shell would report it, instead of a channel that just closes.
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
+                    reason += " (the command line or its environment is too large)"
+                logger.warning("client %s: cannot start %r: %s", self.id, command, reason)
+                status = 127 if isinstance(exc, OSError) and exc.errno == errno.ENOENT else 126
+                handler = CommandFailedHandler(state.channel, self._require_event(),
+                                               f"demo: cannot run the command: {reason}\n",
+                                               status)
         state.handler = handler
         self._handlers.append(handler)
         return True
@@ -495,7 +571,8 @@ class DemoClient:
             return False
         from pylibssh_server.demo.sftp import RootedFileSystem, SftpServer
 
-        engine = SftpServer(RootedFileSystem(self.server.sftp_root))
+        engine = SftpServer(RootedFileSystem(self.server.sftp_root),
+                            handle_room=lambda: self._fds_available(1, "SFTP open"))
         handler = SftpHandler(state.channel, self._require_event(), engine,
                               lambda exc: logger.warning("client %s: sftp: %s", self.id, exc))
         state.handler = handler

@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -114,6 +116,14 @@ class ChannelHandler:
     def terminate(self) -> None:
         """Release every resource (processes, fds) at once; idempotent."""
         self.finished = True
+
+    def fds_held(self) -> int:
+        """File descriptors and SFTP handles this handler holds (the client's budget)."""
+        return 0
+
+    def signal(self, name: str) -> bool:
+        """Deliver the client's ``signal`` request (``"INT"``); False if it went nowhere."""
+        return False
 
 
 class _Pump:
@@ -286,11 +296,67 @@ class _SinkHandler(ChannelHandler):
         return bool(self.sink.buffer) and self.sink.fd is not None
 
 
+def signal_number(name: str) -> int | None:
+    """The signal an RFC 4254 name (``"TERM"``, no ``SIG`` prefix) stands for, or None."""
+    if not name.isalnum() or not name.isupper():
+        return None
+    number = getattr(signal, f"SIG{name}", None)
+    return int(number) if isinstance(number, signal.Signals) else None
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` (a command's children that left its process group with
+    ``setpgid`` are still in its session)."""
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if len(fields) > 4 and int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
+
+
+class CommandFailedHandler(ChannelHandler):
+    """An exec whose command could not be started: a message on stderr, then the exit status
+    (126, or 127 when nothing was found), EOF and CLOSE, as a shell reports it."""
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, message: str,
+                 status: int) -> None:
+        super().__init__(channel, event)
+        self.message = message
+        self.status = status
+
+    def service(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if not self.channel.closed:
+            self.channel.write(self.message.encode("utf-8", "replace"), stderr=True)
+            self.channel.send_exit_status(self.status)
+            self.channel.send_eof()
+            self.channel.close()
+
+
 class ExecHandler(_SinkHandler):
     """``sh -c COMMAND`` with stdin/stdout/stderr pumped through the channel.
 
-    When the command ends: all output, then exit-status (or exit-signal), EOF and CLOSE.  A
-    channel closed by the client, or a client that disconnects, kills the process group.
+    When the command ends: all output, then exit-status (or exit-signal), EOF and CLOSE.  The
+    command runs in a session of its own; when it ends, when the client closes the channel
+    or disconnects, and when the server stops, every process of that session (what the
+    command put in the background included) is killed.
+
+    The command's exit is observed without reaping it (``waitid(WNOWAIT)``) until its process
+    group has been killed: while the zombie holds the pid, the group id cannot be reused by
+    an unrelated process.
     """
 
     def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
@@ -305,11 +371,22 @@ class ExecHandler(_SinkHandler):
         )
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         # Own the raw fds; the Popen file objects must not close them a second time.
-        stdin_fd = os.dup(self.proc.stdin.fileno())
-        stdout_fd = os.dup(self.proc.stdout.fileno())
-        stderr_fd = os.dup(self.proc.stderr.fileno())
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            f.close()
+        owned: list[int] = []
+        try:
+            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                owned.append(os.dup(f.fileno()))
+        except OSError:
+            # Out of fds with the command already running: it must not outlive the failure.
+            for fd in owned:
+                _close_fd(fd)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+        finally:
+            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                f.close()
+        stdin_fd, stdout_fd, stderr_fd = owned
         self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
                                            self._stdin_broken)
         self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
@@ -317,6 +394,7 @@ class ExecHandler(_SinkHandler):
                             lambda: None)
         self.client_eof = False
         self.pidfd: int | None = None
+        self._group_killed = False
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
             event.add_fd(self.pidfd, lambda fd, ev: None, POLLIN)
@@ -350,10 +428,63 @@ class ExecHandler(_SinkHandler):
             self.stdin.flush()
         self.stdout.service()
         self.stderr.service()
-        if self.stdout.fd is None and self.stderr.fd is None and self.proc.poll() is not None:
+        if self.stdout.fd is None and self.stderr.fd is None and self.exited():
             self._finish()
 
+    def exited(self) -> bool:
+        """True once the command (the shell) has ended; it is not reaped here."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True  # reaped by someone else
+        return info is not None
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the command to end (without reaping it)."""
+        deadline = time.monotonic() + timeout
+        while not self.exited():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.pidfd is not None:
+                select.select([self.pidfd], [], [], left)
+            else:
+                time.sleep(min(left, 0.02))
+        return True
+
+    def _kill_group(self, whole_session: bool = False) -> None:
+        """SIGKILL the command's process group once (and, with ``whole_session``, every
+        process of its session, found in /proc: about 1 ms, so only when the command is cut
+        short), then reap the command."""
+        if not self._group_killed and self.proc.returncode is None:
+            self._group_killed = True
+            pid = self.proc.pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            for member in _session_members(pid) if whole_session else ():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(member, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def signal(self, name: str) -> bool:
+        number = signal_number(name)
+        if number is None or self.finished or self.proc.returncode is not None:
+            return False
+        try:
+            os.killpg(self.proc.pid, number)  # the zombie leader keeps the group id ours
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def fds_held(self) -> int:
+        fds = (self.stdin.fd, self.stdout.fd, self.stderr.fd, self.pidfd)
+        return sum(1 for fd in fds if fd is not None)
+
     def _finish(self) -> None:
+        self._kill_group()
         self._release_pidfd()
         self.stdin.close()
         if not self.channel.closed:
@@ -376,11 +507,7 @@ class ExecHandler(_SinkHandler):
             self.pidfd = None
 
     def terminate(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+        self._kill_group(whole_session=True)
         for part in (self.stdout, self.stderr):
             part.stop()
         self.stdin.close()
@@ -451,6 +578,9 @@ class SftpHandler(ChannelHandler):
         self.engine.close()
         self.finished = True
 
+    def fds_held(self) -> int:
+        return 0 if self.finished else self.engine.open_handles
+
 
 class ForwardHandler(_SinkHandler):
     """A direct-tcpip channel relayed to a TCP connection, half-close included.
@@ -511,6 +641,9 @@ class ForwardHandler(_SinkHandler):
             if not self.channel.closed:
                 self.channel.close()
             self.terminate()
+
+    def fds_held(self) -> int:
+        return 0 if self.finished else 2
 
     def terminate(self) -> None:
         if self.finished:

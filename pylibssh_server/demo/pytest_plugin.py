@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: MIT
-"""pytest plugin (entry point ``pytest11``): ``demo_server`` and ``demo_server_factory``.
+"""pytest plugin (entry point ``pytest11``): ``demo_server``, ``demo_server_factory`` and
+``demo_server_session``.
 
 ``demo_server`` is a running :class:`DemoServer` with password ``"foo"`` (any user name);
 ``demo_server_factory(**options)`` starts servers with other options.  Every server is stopped
 after the test, and when a test fails the servers' event timelines are added to its report.
+``demo_server_session`` is one server (password ``"foo"``) shared by the whole test session,
+for suites that connect many times and do not need a fresh event log per test.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ def demo_server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[...
 def demo_server(demo_server_factory: Callable[..., DemoServer]) -> DemoServer:
     """A running DemoServer accepting password ``"foo"`` for any user."""
     return demo_server_factory(password="foo")
+
+
+@pytest.fixture(scope="session")
+def demo_server_session() -> Iterator[DemoServer]:
+    """One running DemoServer (password ``"foo"``) for the whole test session."""
+    with DemoServer(password="foo") as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import ipaddress
 import logging
 import os
+import resource
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +26,30 @@ logger = logging.getLogger("pylibssh_server.demo")
 
 T = TypeVar("T")
 KeySource = Union[SshKey, str, "os.PathLike[str]"]
+
+
+#: The methods the DemoServer can authenticate with.
+_SERVED_METHODS = (AuthMethod.NONE | AuthMethod.PASSWORD | AuthMethod.PUBLICKEY
+                   | AuthMethod.INTERACTIVE)
+
+
+def _check_type(name: str, value: object, types: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) and types is int:
+        types = ()  # True is an int, but never a port
+    if not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else
+                                                 (types,))) or "int"
+        raise TypeError(f"{name} must be {names}, not {type(value).__name__}")
+
+
+def _positive(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
 
 
 class DemoServerTimeout(TimeoutError):
@@ -53,6 +80,16 @@ class DemoServer:
         max_auth_attempts: failed authentications after which the client is dropped.
         max_channels: channels (sessions and forwards) one client may have open at once;
             further opens are refused.
+        max_connections: clients served at once; a client beyond it is closed at once
+            (logged).  Default: what the open-files limit (``RLIMIT_NOFILE``) leaves room
+            for, at most 1000.
+        max_unauthenticated: clients not logged in yet at once (OpenSSH's ``MaxStartups``):
+            further ones are closed at once.  Default: half of ``max_connections``.
+        max_fds_per_client: file descriptors and SFTP handles the channels of one client may
+            hold together (a command holds 4, a forward 2, an open SFTP file 1); what would
+            exceed it is refused.  Default: an eighth of the open-files limit, 16 to 1024.
+        ignore_key_options: load ``authorized_keys`` lines that have options (which are not
+            enforced) as plain keys, with a warning, instead of refusing them.
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
         keep_clients: keep every finished client (and its event log) in :attr:`clients`;
@@ -62,7 +99,11 @@ class DemoServer:
 
     Raises:
         ValueError: an enabled auth method lacks its secret (password auth without a password,
-            public-key auth without keys), or no way in is configured at all.
+            public-key auth without keys), no way in is configured at all, or a limit is not
+            positive.
+        TypeError: an argument of the wrong type (``password`` not a str, ...).
+        SshKeyError: an ``authorized_keys`` line is malformed, or has options that are not
+            enforced (see ``ignore_key_options``) or is a ``cert-authority`` line.
     """
 
     def __init__(
@@ -81,6 +122,10 @@ class DemoServer:
         login_grace_time: float = 60.0,
         max_auth_attempts: int = 20,
         max_channels: int = 1024,
+        max_connections: int | None = None,
+        max_unauthenticated: int | None = None,
+        max_fds_per_client: int | None = None,
+        ignore_key_options: bool = False,
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         keep_clients: bool = True,
@@ -89,6 +134,26 @@ class DemoServer:
         macs: str | None = None,
         hostkey_algorithms: str | None = None,
     ) -> None:
+        _check_type("port", port, int)
+        _check_type("host", host, str)
+        _check_type("password", password, (str, type(None)))
+        _check_type("authorized_keys", authorized_keys, (str, os.PathLike, list, tuple, set,
+                                                         frozenset, SshKey))
+        if forward_allow is not None and not callable(forward_allow):
+            raise TypeError(f"forward_allow must be callable, not {type(forward_allow).__name__}")
+        if command_env is not None and not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in dict(command_env).items()):
+            raise TypeError("command_env must map str to str")
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+        self.max_connections = _positive(
+            "max_connections", max_connections, max(8, min(1000, (nofile - 64) // 6)))
+        self.max_unauthenticated = _positive(
+            "max_unauthenticated", max_unauthenticated, max(4, self.max_connections // 2))
+        self.max_fds_per_client = _positive(
+            "max_fds_per_client", max_fds_per_client, max(16, min(1024, nofile // 8)))
+        self.ignore_key_options = bool(ignore_key_options)
         self.requested_port = int(port)
         self.host = host
         self.password = password
@@ -96,18 +161,25 @@ class DemoServer:
         self.log_verbosity = log_verbosity
         self.sftp_root = None if sftp_root is None else os.fspath(sftp_root)
         self.login_grace_time = float(login_grace_time)
-        self.max_auth_attempts = int(max_auth_attempts)
-        self.max_channels = int(max_channels)
+        self.max_auth_attempts = _positive("max_auth_attempts", max_auth_attempts, 20)
+        self.max_channels = _positive("max_channels", max_channels, 1024)
         self.forward_allow = forward_allow
         self.command_env = dict(command_env or {})
         self.keep_clients = keep_clients
         self._connections = 0
         self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
                               "hostkey_algorithms": hostkey_algorithms}
-        self.authorized_keys: list[SshKey] = self._load_authorized_keys(authorized_keys)
+        if isinstance(authorized_keys, SshKey):
+            authorized_keys = [authorized_keys]
+        self.authorized_keys: list[SshKey] = self._load_authorized_keys(
+            authorized_keys, self.ignore_key_options)
         try:
             self.auth_methods = self._resolve_auth_methods(auth_methods, allow_auth_none)
             self.allow_auth_none = allow_auth_none or bool(self.auth_methods & AuthMethod.NONE)
+            if not self.auth_methods & _SERVED_METHODS:
+                raise ValueError(
+                    f"no usable authentication method in {self.auth_methods!r}: the "
+                    "DemoServer serves none, password, publickey and keyboard-interactive")
             if self.auth_methods & AuthMethod.PASSWORD and password is None:
                 raise ValueError("password authentication is enabled but no password was "
                                  "given (pass password=...)")
@@ -127,6 +199,11 @@ class DemoServer:
         self._listener: threading.Thread | None = None
         self._lock = threading.Lock()
         self.port = self.requested_port
+        self._known_hosts_dir: str | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<DemoServer {self.host}:{self.port} {self.fingerprint} {state}>"
 
     # ---- configuration ------------------------------------------------------------------
     def _resolve_auth_methods(self, methods: Any, allow_none: bool) -> AuthMethod:
@@ -149,7 +226,7 @@ class DemoServer:
         return AuthMethod.parse(",".join(methods))
 
     @staticmethod
-    def _load_authorized_keys(source: Any) -> list[SshKey]:
+    def _load_authorized_keys(source: Any, ignore_options: bool) -> list[SshKey]:
         if isinstance(source, (str, os.PathLike)):
             # A path (any PathLike, or a str without the space every key line has) must exist;
             # otherwise parse_authorized_keys would read it as key text (or fail on a Path).
@@ -157,13 +234,22 @@ class DemoServer:
             looks_like_path = isinstance(source, os.PathLike) or not path.strip().count(" ")
             if looks_like_path and not os.path.isfile(path):
                 raise FileNotFoundError(errno.ENOENT, "authorized keys file not found", path)
-            return parse_authorized_keys(path if looks_like_path else source)
+            return parse_authorized_keys(path if looks_like_path else source,
+                                         ignore_options=ignore_options)
         keys: list[SshKey] = []
-        for item in source:
-            if isinstance(item, SshKey):
-                keys.append(item.copy())
-            else:
-                keys.extend(parse_authorized_keys([str(item)]))
+        try:
+            for item in source:
+                if isinstance(item, SshKey):
+                    keys.append(item.copy())
+                elif isinstance(item, str):
+                    keys.extend(parse_authorized_keys([item], ignore_options=ignore_options))
+                else:
+                    raise TypeError("authorized_keys items must be SshKey objects or "
+                                    f"authorized_keys lines, not {type(item).__name__}")
+        except BaseException:
+            for key in keys:
+                key.close()
+            raise
         return keys
 
     @staticmethod
@@ -208,13 +294,16 @@ class DemoServer:
             self._bind = Bind(self.host, self.requested_port, key=self.host_key,
                               log_verbosity=self.log_verbosity, **self._bind_options)
             self.port = self._bind.port
-            self._listener = threading.Thread(target=self._bind.listen,
-                                              args=(self._serve,),
-                                              name=f"demo-server-{self.port}", daemon=True)
+            self._listener = threading.Thread(
+                target=self._bind.listen, args=(self._serve,),
+                kwargs={"max_sessions": self.max_connections,
+                        "max_unauthenticated": self.max_unauthenticated},
+                name=f"demo-server-{self.port}", daemon=True)
             self._listener.start()
         if self.verbose:
+            # stderr: stdout belongs to the CLI's one JSON readiness line.
             print(f"[demo-server] listening on {self.host}:{self.port} ({self.fingerprint})",
-                  flush=True)
+                  file=sys.stderr, flush=True)
         return self
 
     def _serve(self, session: Session) -> None:
@@ -250,11 +339,75 @@ class DemoServer:
                 logger.error("DemoServer: client threads did not finish within 30 s")
 
     def close(self) -> None:
-        """Stop, then release the keys."""
+        """Stop, then release the keys and remove the :attr:`known_hosts_path` file."""
         self.stop()
         self.host_key.close()
         for key in self.authorized_keys:
             key.close()
+        directory, self._known_hosts_dir = self._known_hosts_dir, None
+        if directory is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, "known_hosts"))
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+    # ---- ready client settings ----------------------------------------------------------
+    def known_hosts_line(self) -> str:
+        """The server's host key as a ``known_hosts`` line (``[host]:port type base64``)."""
+        host = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return f"{host} {self.host_key.type_name} {self.host_key.public_base64}"
+
+    @property
+    def known_hosts_path(self) -> str:
+        """A ``known_hosts`` file holding :meth:`known_hosts_line` (made on first use, in a
+        private temporary directory, removed by :meth:`close`)."""
+        with self._lock:
+            if self._known_hosts_dir is None:
+                directory = tempfile.mkdtemp(prefix="demo-server-known-hosts-")
+                path = os.path.join(directory, "known_hosts")
+                with open(path, "w", encoding="ascii") as f:
+                    f.write(self.known_hosts_line() + "\n")
+                self._known_hosts_dir = directory
+            return os.path.join(self._known_hosts_dir, "known_hosts")
+
+    def ssh_args(self, user: str = "demo", *, program: str = "ssh") -> list[str]:
+        """Arguments for the OpenSSH ``ssh``, ``sftp`` or ``scp`` client that reach this server
+        and check its real host key, independent of ``~/.ssh`` and the user's config.
+
+        For ``ssh`` and ``sftp`` the list ends with the destination (``user@host``); for
+        ``scp`` it does not (name remote files ``user@host:path`` yourself)::
+
+            subprocess.run(["ssh", *server.ssh_args(), "echo hi"])
+        """
+        if program not in ("ssh", "sftp", "scp"):
+            raise ValueError(f"program must be 'ssh', 'sftp' or 'scp', not {program!r}")
+        args = ["-F", "none", "-o", f"UserKnownHostsFile={self.known_hosts_path}",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+                "-p" if program == "ssh" else "-P", str(self.port)]
+        if program != "scp":
+            host = f"[{self.host}]" if ":" in self.host and program == "sftp" else self.host
+            args.append(f"{user}@{host}")
+        return args
+
+    def paramiko_kwargs(self, user: str = "demo") -> dict[str, Any]:
+        """Keyword arguments for ``paramiko.SSHClient.connect`` (no keys or agent of the
+        user's).  Check the host key with ``client.load_host_keys(server.known_hosts_path)``
+        and ``client.set_missing_host_key_policy(paramiko.RejectPolicy())``."""
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "username": user,
+                                  "look_for_keys": False, "allow_agent": False}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        return kwargs
+
+    def asyncssh_kwargs(self, user: str = "demo") -> dict[str, Any]:
+        """Keyword arguments for ``asyncssh.connect``: this server, its real host key, and
+        none of the user's keys, agent or config."""
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "username": user,
+                                  "known_hosts": self.known_hosts_path, "config": None,
+                                  "client_keys": None, "agent_path": None, "gss_host": None}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        return kwargs
 
     def __enter__(self) -> DemoServer:
         return self.start()

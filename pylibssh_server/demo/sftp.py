@@ -32,6 +32,7 @@ import stat
 import struct
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, Union
 
@@ -751,8 +752,9 @@ def _longname(name: bytes, attrs: FileAttributes, now: float) -> bytes:
 class _HandleTable:
     """Open files and directories by handle, bounded in number."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, room: Callable[[], bool] | None = None) -> None:
         self._limit = limit
+        self._room = room
         self._files: dict[bytes, OpenFile] = {}
         self._dirs: dict[bytes, DirectoryLister] = {}
         self._counter = 0
@@ -764,6 +766,8 @@ class _HandleTable:
         """Raise before opening anything when no further handle may be issued."""
         if len(self) >= self._limit:
             raise OSError(errno.EMFILE, f"too many open handles (limit {self._limit})")
+        if self._room is not None and not self._room():
+            raise OSError(errno.EMFILE, "too many open files and handles on this connection")
 
     def _new_handle(self) -> bytes:
         self._counter += 1
@@ -818,6 +822,8 @@ class SftpServer:
     Args:
         fs: The file system to serve.
         max_packet: The largest packet accepted from the client (its length field).
+        handle_room: Asked before each open; False refuses it with ``SSH_FX_FAILURE``
+            ("too many open files"), as the handle limit does (a budget shared with others).
 
     Raises:
         ValueError: ``max_packet`` is too small to carry the requests of a usual client.
@@ -853,14 +859,15 @@ class SftpServer:
         b"limits@openssh.com": "_ext_limits",
     }
 
-    def __init__(self, fs: FileSystem, *, max_packet: int = 256 * 1024 + 1024) -> None:
+    def __init__(self, fs: FileSystem, *, max_packet: int = 256 * 1024 + 1024,
+                 handle_room: Callable[[], bool] | None = None) -> None:
         if max_packet < 4096:
             raise ValueError(f"max_packet must be at least 4096, not {max_packet}")
         self._fs = fs
         self._max_packet = max_packet
         self._buf = bytearray()
         self._out: list[bytes] = []
-        self._handles = _HandleTable(MAX_HANDLES)
+        self._handles = _HandleTable(MAX_HANDLES, handle_room)
         self._initialised = False
         self._failed = False
         self._closed = False

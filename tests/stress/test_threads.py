@@ -1074,6 +1074,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "is_open": (lambda: bind.is_open, Returns(False)),
             "listen": (lambda: bind.listen(lambda s: None), NOTHING),
             "owning": (lambda: bind.owning, Returns(True)),
+            "sessions": (lambda: bind.sessions, Returns(0)),
             "set_message_callback": (lambda: bind.set_message_callback(None), NOTHING),
         },
         "SshKey": key_contract(objs["SshKey"], other, path, owned=True),

@@ -16,7 +16,8 @@ Invariants:
 1. Only ``SshKeyError``, naming a line that exists (``authorized_keys line N: ...``), escapes.
 2. Every key returned is a public key of a known type whose own ``authorized_keys`` line parses
    back to an equal key; there are no more keys than lines.
-3. A valid file (the structured form) gives exactly its keys, in order.
+3. A valid file (the structured form) gives exactly its keys, in order, parsed with
+   ``ignore_options=True``: every line but a ``cert-authority`` one (never loaded as a key).
 4. No key is leaked: the harness closes what it gets and a ``ResourceWarning`` from a key's
    ``__del__`` (one the parser dropped without closing) is a failure.
 """
@@ -55,7 +56,8 @@ def _text(fdp: atheris.FuzzedDataProvider, limit: int) -> str:
     return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, limit)).replace("\n", "")
 
 
-def _options(fdp: atheris.FuzzedDataProvider) -> str:
+def _options(fdp: atheris.FuzzedDataProvider) -> tuple[str, bool]:
+    """An options field, and whether it holds ``cert-authority``."""
     options = []
     for _ in range(fdp.ConsumeIntInRange(0, 3)):
         if fdp.ConsumeBool():
@@ -66,7 +68,7 @@ def _options(fdp: atheris.FuzzedDataProvider) -> str:
             value += "x"  # a final backslash would escape the closing quote, in sshd too
         quoted = value.replace('"', '\\"')
         options.append(f'{fdp.PickValueInList(_VALUED)}="{quoted}"')
-    return ",".join(options)
+    return ",".join(options), "cert-authority" in options
 
 
 def _valid_file(fdp: atheris.FuzzedDataProvider) -> tuple[list[str], list[SshKey]]:
@@ -81,23 +83,25 @@ def _valid_file(fdp: atheris.FuzzedDataProvider) -> tuple[list[str], list[SshKey
             lines.append(f"{indent}#{_text(fdp, 60)}")
         else:
             key = KEYS[fdp.ConsumeIntInRange(0, len(KEYS) - 1)]
-            fields = [_options(fdp), key.type_name, key.public_base64, _text(fdp, 60)]
+            options, is_ca = _options(fdp)
+            fields = [options, key.type_name, key.public_base64, _text(fdp, 60)]
             line = indent
             for field in fields:
                 if field:
                     line += field + fdp.PickValueInList(_SEPARATORS)
             lines.append(line)
-            expected.append(key)
+            if not is_ca:
+                expected.append(key)
     return lines, expected
 
 
 def _parse(form: int, text: str) -> list[SshKey]:
     if form == 0:
-        return parse_authorized_keys(text + "\n")  # never a one-line path
+        return parse_authorized_keys(text + "\n", ignore_options=True)  # never a path
     if form == 1:
-        return parse_authorized_keys(text.split("\n"))
+        return parse_authorized_keys(text.split("\n"), ignore_options=True)
     FILE.write_bytes(text.encode("utf-8", "surrogateescape"))
-    return parse_authorized_keys(FILE)
+    return parse_authorized_keys(FILE, ignore_options=True)
 
 
 def _check_keys(keys: list[SshKey], lines: int) -> None:
