@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,35 +118,54 @@ class CliServer:
     proc: subprocess.Popen[str]
     port: int
     pid: int
+    stderr_path: str = ""
 
     def stats(self) -> ProcStats:
         return ProcStats.of(self.pid)
 
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far (a file: a pipe nobody reads would fill)."""
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
 
 @contextmanager
-def cli_server(*args: str, password: str = "foo") -> Iterator[CliServer]:
-    """``python -m pylibssh_server.demo --password foo ARGS`` until the block ends (SIGTERM)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pylibssh_server.demo", "--password", password, *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"demo server did not start: {proc.communicate(5)[1]}")
-        ready = json.loads(line)
-        yield CliServer(proc, int(ready["port"]), int(ready["pid"]))
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def cli_server(*args: str, password: str = "foo", nofile: int | None = None
+               ) -> Iterator[CliServer]:
+    """``python -m pylibssh_server.demo --password foo ARGS`` until the block ends (SIGTERM);
+    ``nofile`` lowers the server's open-files limit (``RLIMIT_NOFILE``)."""
+    def limit() -> None:
+        if nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    with tempfile.NamedTemporaryFile(prefix="demo-server-stderr-", suffix=".txt") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pylibssh_server.demo", "--password", password, *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+            preexec_fn=limit if nofile is not None else None)
+        server = CliServer(proc, 0, proc.pid, err.name)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
                 proc.wait(5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+                raise AssertionError(f"demo server did not start: {server.stderr()}")
+            ready = json.loads(line)
+            server.port = int(ready["port"])
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
     assert proc.returncode == 0, f"demo server exited {proc.returncode}"
 
 
