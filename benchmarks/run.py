@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--servers", help=f"comma list of {','.join(NAMES)}")
     p.add_argument("--clients", help=f"comma list of {','.join(CLIENTS)}")
     p.add_argument("--workloads", help=f"comma list of {','.join(WORKLOADS)}")
-    p.add_argument("--c-src", default=str(ROOT.parent / "shared" / "bench"),
+    p.add_argument("--c-src", default=str(Path(__file__).resolve().parent / "c_server"),
                    help="folder of c_libssh_server.c and its Makefile")
     p.add_argument("--out", default=str(ROOT / ".bench" / "results.md"))
     args = p.parse_args(argv)
