@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ignore-key-options", action="store_true",
                         help="load authorized_keys lines with options (not enforced) as plain "
                              "keys, with a warning, instead of refusing them")
+    parser.add_argument("--shell", default="/bin/sh", metavar="CMD",
+                        help="what a shell request runs, on the pty when one was requested "
+                             "(/bin/sh)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
     parser.add_argument("--verbose", action="store_true", help="print every event")
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             max_connections=args.max_connections,
             max_unauthenticated=args.max_unauthenticated,
             max_fds_per_client=args.max_fds_per_client,
-            ignore_key_options=args.ignore_key_options,
+            ignore_key_options=args.ignore_key_options, shell=args.shell,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),

@@ -37,6 +37,7 @@ from pylibssh_server.demo.handlers import (
     ExecHandler,
     ForwardHandler,
     SftpHandler,
+    Terminal,
     connect_target,
 )
 
@@ -77,6 +78,7 @@ class _SessionChannel:
         self.env: dict[str, str] = {}
         self.handler: ChannelHandler | None = None
         self.eof = False
+        self.terminal: Terminal | None = None  # set by an accepted pty-req
 
 
 class DemoClient:
@@ -477,8 +479,11 @@ class DemoClient:
             on_close=lambda s, c, u: self._on_close(state),
             on_env_request=lambda s, c, name, value, u: self._on_env(state, name, value),
             on_exec_request=lambda s, c, command, u: self._on_exec(state, command),
-            on_pty_request=self._on_pty,
-            on_shell_request=lambda s, c, u: False,
+            on_pty_request=lambda s, c, term, cols, rows, pxw, pxh, u: self._on_pty(
+                state, Terminal(term, cols, rows, pxw, pxh)),
+            on_pty_window_change=lambda s, c, cols, rows, pxw, pxh, u: self._on_window_change(
+                state, cols, rows, pxw, pxh),
+            on_shell_request=lambda s, c, u: self._on_shell(state),
             on_signal=lambda s, c, name, u: self._on_signal(state, name),
             # With this hook set libssh answers the request with success; nothing is
             # forwarded yet, and OpenSSH and asyncssh ask for no reply.
@@ -530,13 +535,34 @@ class DemoClient:
         if state.handler is None or not state.handler.signal(name):
             logger.info("client %s: signal %r delivered to no process", self.id, name)
 
-    def _on_pty(self, session: Session, channel: SshChannel, term: str, cols: int, rows: int,
-                pxw: int, pxh: int, userdata: Any) -> bool:
-        self.log("channel_pty_request", (term, cols, rows, pxw, pxh))
-        return False  # pty support comes later
+    def _on_pty(self, state: _SessionChannel, terminal: Terminal) -> bool:
+        t = terminal
+        self.log("channel_pty_request", (t.term, t.cols, t.rows, t.pxwidth, t.pxheight))
+        if state.handler is not None or len(t.term) > 256:
+            return False  # too late (the command runs), or no terminal type a pty could have
+        state.terminal = terminal
+        return True
+
+    def _on_window_change(self, state: _SessionChannel, cols: int, rows: int, pxw: int,
+                          pxh: int) -> None:
+        self.log("channel_pty_window_change", (cols, rows, pxw, pxh))
+        if state.terminal is None:
+            return  # no pty: nothing to resize (sshd ignores it too)
+        state.terminal = Terminal(state.terminal.term, cols, rows, pxw, pxh)
+        if isinstance(state.handler, ExecHandler):
+            state.handler.resize(state.terminal)
+
+    def _on_shell(self, state: _SessionChannel) -> bool:
+        self.log("channel_shell_request", True)
+        # The shell replaces the `sh -c` that starts it: signals and exit status are its own.
+        return self._start_command(state, f"exec {self.server.shell}")
 
     def _on_exec(self, state: _SessionChannel, command: str) -> bool:
         self.log("channel_exec_request", f"'{command}'")
+        return self._start_command(state, command)
+
+    def _start_command(self, state: _SessionChannel, command: str) -> bool:
+        """Run ``command`` for the channel (on its pty if one was requested)."""
         if state.handler is not None:
             return False
         env = dict(os.environ)
@@ -549,7 +575,8 @@ class DemoClient:
                 "demo: cannot run the command: too many open files on this connection\n", 126)
         else:
             try:
-                handler = ExecHandler(state.channel, self._require_event(), command, env)
+                handler = ExecHandler(state.channel, self._require_event(), command, env,
+                                      state.terminal)
             except (OSError, ValueError) as exc:
                 # Accepted all the same: the client gets the reason and an exit status, as a
                 # shell would report it, instead of a channel that just closes.

@@ -21,9 +21,12 @@ import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
@@ -296,6 +299,25 @@ class _SinkHandler(ChannelHandler):
         return bool(self.sink.buffer) and self.sink.fd is not None
 
 
+@dataclass(frozen=True)
+class Terminal:
+    """A client's pty request: terminal type and size (characters, then pixels)."""
+
+    term: str
+    cols: int
+    rows: int
+    pxwidth: int = 0
+    pxheight: int = 0
+
+    def winsize(self) -> bytes:
+        """``struct winsize`` for ``TIOCSWINSZ``; each field clamped to its 16 bits."""
+        def clamp(value: int) -> int:
+            return max(0, min(int(value), 0xFFFF))
+
+        return struct.pack("HHHH", clamp(self.rows), clamp(self.cols), clamp(self.pxwidth),
+                           clamp(self.pxheight))
+
+
 def signal_number(name: str) -> int | None:
     """The signal an RFC 4254 name (``"TERM"``, no ``SIG`` prefix) stands for, or None."""
     if not name.isalnum() or not name.isupper():
@@ -360,10 +382,32 @@ class ExecHandler(_SinkHandler):
     """
 
     def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], terminal: Terminal | None = None) -> None:
         super().__init__(channel, event)
         self.command = command
         self.exit_sent = False
+        self.terminal = terminal
+        self.master: int | None = None
+        if terminal is None:
+            stdin_fd, stdout_fd, stderr_fd = self._spawn_on_pipes(command, env)
+        else:
+            stdin_fd, stdout_fd = self._spawn_on_pty(command, env, terminal)
+            stderr_fd = None
+        self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
+                                           self._stdin_broken)
+        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
+        self.stderr = None if stderr_fd is None else _Pump(
+            self, stderr_fd, lambda d: self.channel.write(d, stderr=True), lambda: None)
+        self.client_eof = False
+        self.pidfd: int | None = None
+        self._group_killed = False
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+            event.add_fd(self.pidfd, lambda fd, ev: None, POLLIN)
+        except (AttributeError, OSError):
+            self.pidfd = None  # without pidfd the client polls with a short timeout
+
+    def _spawn_on_pipes(self, command: str, env: dict[str, str]) -> tuple[int, int, int]:
         self.proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -376,36 +420,66 @@ class ExecHandler(_SinkHandler):
             for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 owned.append(os.dup(f.fileno()))
         except OSError:
-            # Out of fds with the command already running: it must not outlive the failure.
             for fd in owned:
                 _close_fd(fd)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self._kill_unstarted()
             raise
         finally:
             for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 f.close()
-        stdin_fd, stdout_fd, stderr_fd = owned
-        self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
-                                           self._stdin_broken)
-        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
-        self.stderr = _Pump(self, stderr_fd, lambda d: self.channel.write(d, stderr=True),
-                            lambda: None)
-        self.client_eof = False
-        self.pidfd: int | None = None
-        self._group_killed = False
+        return owned[0], owned[1], owned[2]
+
+    def _spawn_on_pty(self, command: str, env: dict[str, str],
+                      terminal: Terminal) -> tuple[int, int]:
+        """The command on a new pseudo-terminal, as its controlling terminal: ``setsid
+        --ctty`` makes the child a session leader and takes the pty (its stdin), so the line
+        discipline sends ^C as SIGINT and a resize as SIGWINCH to the foreground job."""
+        master, slave = os.openpty()
         try:
-            self.pidfd = os.pidfd_open(self.proc.pid)
-            event.add_fd(self.pidfd, lambda fd, ev: None, POLLIN)
-        except (AttributeError, OSError):
-            self.pidfd = None  # without pidfd the client polls with a short timeout
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, terminal.winsize())
+            env = {**env, "TERM": terminal.term or "dumb"}
+            self.proc = subprocess.Popen(
+                ["setsid", "--ctty", "/bin/sh", "-c", command],
+                stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True, bufsize=0)
+        except BaseException:
+            _close_fd(master)
+            raise
+        finally:
+            _close_fd(slave)
+        try:
+            reader = os.dup(master)
+        except OSError:
+            _close_fd(master)
+            self._kill_unstarted()
+            raise
+        self.master = master
+        return master, reader
+
+    def _kill_unstarted(self) -> None:
+        """Out of fds with the command already running: it must not outlive the failure."""
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def resize(self, terminal: Terminal) -> bool:
+        """``window-change``: the pty's new size (the foreground job gets SIGWINCH)."""
+        if self.master is None or self.stdin.fd is None:
+            return False
+        self.terminal = terminal
+        try:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, terminal.winsize())
+        except OSError:
+            return False
+        return True
 
     def _stdin_broken(self) -> None:
         self.stdin.close()
 
     def on_eof(self) -> None:
         self.client_eof = True
+        if self.terminal is not None:
+            return  # a terminal has no EOF to pass on; the pty stays open (as in sshd)
         self._close_stdin_when_drained()
 
     def _close_stdin_when_drained(self) -> None:
@@ -427,8 +501,10 @@ class ExecHandler(_SinkHandler):
         if self.stdin.eof and not self.backlogged and self.stdin.fd is not None:
             self.stdin.flush()
         self.stdout.service()
-        self.stderr.service()
-        if self.stdout.fd is None and self.stderr.fd is None and self.exited():
+        if self.stderr is not None:
+            self.stderr.service()
+        if self.stdout.fd is None and (self.stderr is None or self.stderr.fd is None) \
+                and self.exited():
             self._finish()
 
     def exited(self) -> bool:
@@ -461,8 +537,9 @@ class ExecHandler(_SinkHandler):
         if not self._group_killed and self.proc.returncode is None:
             self._group_killed = True
             pid = self.proc.pid
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            for kill in (os.killpg, os.kill):  # os.kill: also before the child's setsid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(pid, signal.SIGKILL)
             for member in _session_members(pid) if whole_session else ():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(member, signal.SIGKILL)
@@ -480,11 +557,13 @@ class ExecHandler(_SinkHandler):
         return True
 
     def fds_held(self) -> int:
-        fds = (self.stdin.fd, self.stdout.fd, self.stderr.fd, self.pidfd)
+        fds = (self.stdin.fd, self.stdout.fd, self.stderr.fd if self.stderr else None,
+               self.pidfd)
         return sum(1 for fd in fds if fd is not None)
 
     def _finish(self) -> None:
-        self._kill_group()
+        # An interactive shell puts its jobs in process groups of their own: find them all.
+        self._kill_group(whole_session=self.terminal is not None)
         self._release_pidfd()
         self.stdin.close()
         if not self.channel.closed:
@@ -509,7 +588,8 @@ class ExecHandler(_SinkHandler):
     def terminate(self) -> None:
         self._kill_group(whole_session=True)
         for part in (self.stdout, self.stderr):
-            part.stop()
+            if part is not None:
+                part.stop()
         self.stdin.close()
         self._release_pidfd()
         self.finished = True

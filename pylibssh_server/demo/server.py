@@ -90,6 +90,8 @@ class DemoServer:
             exceed it is refused.  Default: an eighth of the open-files limit, 16 to 1024.
         ignore_key_options: load ``authorized_keys`` lines that have options (which are not
             enforced) as plain keys, with a warning, instead of refusing them.
+        shell: the command a ``shell`` request runs (on the pty when one was requested, on
+            pipes otherwise); default ``/bin/sh``.
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
         keep_clients: keep every finished client (and its event log) in :attr:`clients`;
@@ -126,6 +128,7 @@ class DemoServer:
         max_unauthenticated: int | None = None,
         max_fds_per_client: int | None = None,
         ignore_key_options: bool = False,
+        shell: str = "/bin/sh",
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         keep_clients: bool = True,
@@ -154,6 +157,8 @@ class DemoServer:
         self.max_fds_per_client = _positive(
             "max_fds_per_client", max_fds_per_client, max(16, min(1024, nofile // 8)))
         self.ignore_key_options = bool(ignore_key_options)
+        _check_type("shell", shell, str)
+        self.shell = shell
         self.requested_port = int(port)
         self.host = host
         self.password = password
