@@ -19,6 +19,7 @@ import sys
 import threading
 
 from pylibssh_server import AuthMethod, LogLevel
+from pylibssh_server.demo.commands import CommandTable
 from pylibssh_server.demo.server import DemoServer
 from pylibssh_server.errors import LibSSHError
 
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shell", default="/bin/sh", metavar="CMD",
                         help="what a shell request runs, on the pty when one was requested "
                              "(/bin/sh)")
+    parser.add_argument("--commands", type=_command_table, metavar="FILE",
+                        help='JSON {"commands": {"<command line>": "<stdout>" or {"stdout", '
+                             '"stderr", "exit_status", "delay"}}, "prompt", "banner"}: '
+                             "commands answered without the host")
+    parser.add_argument("--no-host-commands", action="store_true",
+                        help="never start a host process: unknown commands get 127, a shell "
+                             "request the scripted shell")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
     parser.add_argument("--verbose", action="store_true", help="print every event")
@@ -82,6 +90,13 @@ def _auth_list(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _command_table(path: str) -> CommandTable:
+    try:
+        return CommandTable.from_file(path)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             max_unauthenticated=args.max_unauthenticated,
             max_fds_per_client=args.max_fds_per_client,
             ignore_key_options=args.ignore_key_options, shell=args.shell,
+            commands=args.commands, host_commands=not args.no_host_commands,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),

@@ -31,11 +31,15 @@ from pylibssh_server import (
     SshMessage,
 )
 from pylibssh_server._ffi import features
+from pylibssh_server.demo.commands import Reply
 from pylibssh_server.demo.handlers import (
+    CannedHandler,
     ChannelHandler,
     CommandFailedHandler,
     ExecHandler,
     ForwardHandler,
+    FunctionHandler,
+    ScriptedShellHandler,
     SftpHandler,
     Terminal,
     connect_target,
@@ -215,6 +219,9 @@ class DemoClient:
             return 0.0  # client data waits in libssh and there is room: drain it now
         if any(isinstance(h, ExecHandler) and h.needs_timer for h in self._handlers):
             return 0.05
+        deadlines = [h.deadline for h in self._handlers if h.deadline is not None]
+        if deadlines:
+            return max(0.0, min(deadlines) - time.monotonic())
         if not self.authenticated:
             return 1.0
         return None
@@ -554,20 +561,51 @@ class DemoClient:
 
     def _on_shell(self, state: _SessionChannel) -> bool:
         self.log("channel_shell_request", True)
+        if state.handler is not None:
+            return False
+        if not self.server.host_commands:
+            state.handler = ScriptedShellHandler(state.channel, self._require_event(),
+                                                 self.server.commands, state.terminal)
+            self._handlers.append(state.handler)
+            return True
         # The shell replaces the `sh -c` that starts it: signals and exit status are its own.
         return self._start_command(state, f"exec {self.server.shell}")
 
     def _on_exec(self, state: _SessionChannel, command: str) -> bool:
         self.log("channel_exec_request", f"'{command}'")
-        return self._start_command(state, command)
-
-    def _start_command(self, state: _SessionChannel, command: str) -> bool:
-        """Run ``command`` for the channel (on its pty if one was requested)."""
         if state.handler is not None:
             return False
+        reply = self.server.commands.lookup(command)
+        handler: ChannelHandler
+        if isinstance(reply, Reply):
+            handler = CannedHandler(state.channel, self._require_event(), reply,
+                                    state.terminal)
+        elif reply is not None:
+            handler = FunctionHandler(
+                state.channel, self._require_event(), reply, command, self._command_env(state),
+                state.terminal,
+                lambda exc: logger.error("client %s: command %r raised", self.id, command,
+                                         exc_info=exc))
+        elif not self.server.host_commands:
+            handler = CommandFailedHandler(state.channel, self._require_event(),
+                                           f"demo: command not found: {command}\n", 127)
+        else:
+            return self._start_command(state, command)
+        state.handler = handler
+        self._handlers.append(handler)
+        return True
+
+    def _command_env(self, state: _SessionChannel) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.server.command_env)
         env.update(state.env)
+        return env
+
+    def _start_command(self, state: _SessionChannel, command: str) -> bool:
+        """Run ``command`` on the host for the channel (on its pty if one was requested)."""
+        if state.handler is not None:
+            return False
+        env = self._command_env(state)
         handler: ChannelHandler
         if not self._fds_available(EXEC_FDS_STARTING, f"command {command!r}"):
             handler = CommandFailedHandler(

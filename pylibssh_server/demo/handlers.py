@@ -24,12 +24,14 @@ import stat
 import struct
 import subprocess
 import termios
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
+from pylibssh_server.demo.commands import CommandTable, Process, Reply
 
 if TYPE_CHECKING:
     from pylibssh_server.demo.sftp import SftpServer
@@ -66,6 +68,8 @@ class ChannelHandler:
         self.backlogged = False  # libssh holds client data we did not take yet
         self.finished = False
         self.bytes_in = 0  # client bytes taken (each is delivered unless the reader is gone)
+        #: ``time.monotonic()`` at which ``service()`` has timed work to do (None: none).
+        self.deadline: float | None = None
 
     def input_room(self) -> int:
         """How many client bytes the handler can take now."""
@@ -741,3 +745,233 @@ def connect_target(host: str, port: int, timeout: float = 5.0) -> socket.socket 
     except (OSError, ValueError, OverflowError, UnicodeError):
         return None
 
+
+
+# ---- commands that never touch the host -----------------------------------------------------
+
+
+def _terminal_text(text: str, terminal: Terminal | None) -> bytes:
+    """Output as the client sees it: on a pty a terminal turns ``\\n`` into ``\\r\\n``."""
+    if terminal is not None:
+        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _ExitSequence:
+    """The end of every command: exit status, EOF, CLOSE (once)."""
+
+    channel: SshChannel
+    finished: bool
+
+    def _exit(self, status: int) -> None:
+        if not self.finished and not self.channel.closed:
+            self.channel.send_exit_status(status)
+            self.channel.send_eof()
+            self.channel.close()
+        self.finished = True
+
+
+class CannedHandler(_ExitSequence, ChannelHandler):
+    """An exec answered from the command table: after ``delay``, stdout and stderr (merged
+    on a pty, as a terminal merges them), then the exit status.  Client input is read and
+    dropped, as by a command that does not read it."""
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, reply: Reply,
+                 terminal: Terminal | None) -> None:
+        super().__init__(channel, event)
+        self.reply = reply
+        self.terminal = terminal
+        self.deadline: float | None = time.monotonic() + reply.delay
+
+    def service(self) -> None:
+        super().service()
+        if self.finished or self.deadline is None or time.monotonic() < self.deadline:
+            return
+        self.deadline = None
+        if not self.channel.closed:
+            if self.reply.stdout:
+                self.channel.write(_terminal_text(self.reply.stdout, self.terminal))
+            if self.reply.stderr:
+                self.channel.write(_terminal_text(self.reply.stderr, self.terminal),
+                                   stderr=self.terminal is None)
+        self._exit(self.reply.exit_status)
+
+
+class FunctionHandler(_ExitSequence, _SinkHandler):
+    """An exec answered by a callable, run in a thread of its own over three pipes (so it may
+    block, and its stdin, stdout and stderr have the same flow control as a command's).
+
+    Its return value is the exit status; an exception is reported on stderr with status 1.
+    When the client leaves, the pipes close: its reads see EOF and its writes fail.
+    """
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, func: Callable[[Process], Any],
+                 command: str, env: dict[str, str], terminal: Terminal | None,
+                 on_error: Callable[[BaseException], None]) -> None:
+        super().__init__(channel, event)
+        self.status: int | None = None
+        self.on_error = on_error
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.stdin = self.sink = _PipeSink(self, in_w, lambda buf: os.write(in_w, buf),
+                                           lambda: self.stdin.close())
+        self.stdout = _Pump(self, out_r, self.channel.write, lambda: None)
+        self.stderr = _Pump(self, err_r, lambda d: self.channel.write(
+            d, stderr=terminal is None), lambda: None)
+        self.client_eof = False
+        size = None if terminal is None else (terminal.cols, terminal.rows)
+        process = Process(command, env, None if terminal is None else terminal.term, size,
+                          os.fdopen(in_r, "rb", buffering=0), os.fdopen(out_w, "wb", buffering=0),
+                          os.fdopen(err_w, "wb", buffering=0))
+        self.thread = threading.Thread(target=self._run, args=(func, process), daemon=True,
+                                       name=f"demo-command {command[:40]!r}")
+        self.thread.start()
+
+    def _run(self, func: Callable[[Process], Any], process: Process) -> None:
+        status = 1
+        try:
+            result = func(process)
+            status = 0 if result is None else int(result) & 0xFF
+        except BaseException as exc:  # reported to the client, never lost
+            self.on_error(exc)
+            with contextlib.suppress(OSError):
+                process.stderr.write(f"demo: command failed: {exc!r}\n".encode())
+        finally:
+            # The status first: the pumps' EOF is how the session thread learns of the end.
+            self.status = status
+            for f in (process.stdin, process.stdout, process.stderr):
+                with contextlib.suppress(OSError):
+                    f.close()
+
+    def on_eof(self) -> None:
+        self.client_eof = True
+        if not self.backlogged and not self.stdin.eof:
+            self.stdin.eof = True
+            self.stdin.flush()
+
+    def service(self) -> None:
+        super().service()
+        if self.finished:
+            return
+        if self.client_eof and not self.backlogged and not self.stdin.eof:
+            self.on_eof()
+        self.stdout.service()
+        self.stderr.service()
+        if self.stdout.fd is None and self.stderr.fd is None and self.status is not None:
+            self.stdin.close()
+            self._exit(self.status)
+
+    def fds_held(self) -> int:
+        return sum(1 for fd in (self.stdin.fd, self.stdout.fd, self.stderr.fd) if fd is not None)
+
+    def terminate(self) -> None:
+        for part in (self.stdout, self.stderr):
+            part.stop()
+        self.stdin.close()
+        self.finished = True
+
+
+class ScriptedShellHandler(_ExitSequence, ChannelHandler):
+    """A shell that never starts a process: the banner, then the prompt; each line the
+    client types (echoed back on a pty, as a terminal does) is answered from the command
+    table; ``exit`` (or ``exit N``), Ctrl-D on an empty line or EOF ends it."""
+
+    MAX_LINE = 64 << 10
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, table: CommandTable,
+                 terminal: Terminal | None) -> None:
+        super().__init__(channel, event)
+        self.table = table
+        self.terminal = terminal
+        self.line = bytearray()
+        self.pending: list[tuple[float, bytes, int | None]] = []  # (when, output, exit)
+        self.started = False
+        self.deadline: float | None = time.monotonic()
+
+    def input_room(self) -> int:
+        # Answers queue on the channel: stop reading lines while it is congested.
+        busy = self.pending or self.channel.pending_bytes > HIGH_WATER
+        return 0 if busy else INPUT_LIMIT
+
+    def on_data(self, data: bytes) -> int:
+        if self.finished or self.input_room() == 0:
+            self.backlogged = True
+            return 0
+        self.take_drained(data)
+        return len(data)
+
+    def take_drained(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        echo = bytearray()
+        for byte in data:
+            ch = bytes([byte])
+            if ch in (b"\r", b"\n"):
+                echo += b"\r\n"
+                self._submit(self.line.decode("utf-8", "replace"))
+                self.line.clear()
+            elif ch in (b"\x7f", b"\x08"):
+                if self.line:
+                    del self.line[-1:]
+                    echo += b"\b \b"
+            elif ch == b"\x03":
+                echo += b"^C\r\n"
+                self.line.clear()
+                self._queue(b"", None)
+            elif ch == b"\x04" and not self.line:
+                self._queue(b"", 0)
+            elif len(self.line) < self.MAX_LINE:
+                self.line += ch
+                echo += ch
+        if self.terminal is not None and echo and not self.channel.closed:
+            self.channel.write(bytes(echo))
+
+    def _queue(self, output: bytes, status: int | None, delay: float = 0.0) -> None:
+        self.pending.append((time.monotonic() + delay, output, status))
+        self.deadline = min(when for when, _, _ in self.pending)
+
+    def _submit(self, line: str) -> None:
+        command = line.strip()
+        words = command.split()
+        if words[:1] == ["exit"] and len(words) <= 2:
+            status = int(words[1]) & 0xFF if len(words) == 2 and words[1].isdigit() else 0
+            self._queue(b"", status)
+            return
+        if not command:
+            self._queue(b"", None)
+            return
+        reply = self.table.lookup(command)
+        if isinstance(reply, Reply):
+            text = reply.stdout + reply.stderr
+            self._queue(_terminal_text(text, self.terminal), None, reply.delay)
+        elif reply is None:
+            self._queue(_terminal_text(f"demo: command not found: {command}\n",
+                                       self.terminal), None)
+        else:
+            self._queue(_terminal_text(f"demo: {command}: a callable reply runs only as an "
+                                       "exec request\n", self.terminal), None)
+
+    def on_eof(self) -> None:
+        self._queue(b"", 0)
+
+    def service(self) -> None:
+        if self.finished or self.channel.closed:
+            return
+        if not self.started:
+            self.started = True
+            self.deadline = None
+            if self.table.banner:
+                self.channel.write(_terminal_text(self.table.banner, self.terminal))
+            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+        now = time.monotonic()
+        while self.pending and self.pending[0][0] <= now:
+            _, output, status = self.pending.pop(0)
+            if output:
+                self.channel.write(output)
+            if status is not None:
+                self.pending.clear()
+                self._exit(status)
+                return
+            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+        self.deadline = self.pending[0][0] if self.pending else None
+        super().service()

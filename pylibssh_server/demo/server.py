@@ -9,16 +9,18 @@ import errno
 import ipaddress
 import logging
 import os
+import re
 import resource
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO, TypeVar, Union
 
 from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey, parse_authorized_keys
 from pylibssh_server.demo.client import DemoClient
+from pylibssh_server.demo.commands import CommandTable, ReplyLike
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
@@ -92,6 +94,14 @@ class DemoServer:
             enforced) as plain keys, with a warning, instead of refusing them.
         shell: the command a ``shell`` request runs (on the pty when one was requested, on
             pipes otherwise); default ``/bin/sh``.
+        commands: commands answered without the host: a :class:`CommandTable`, or a mapping
+            from exact command lines (and compiled regular expressions) to replies: a str
+            (stdout, status 0), a :class:`Reply` or mapping (stdout, stderr, exit_status,
+            delay), or a callable that gets a :class:`Process` and returns the exit status
+            (run in a thread of its own).
+        host_commands: False: no host process is ever started; an exec not in ``commands``
+            gets ``demo: command not found: ...`` and 127, a shell request the scripted shell
+            (``commands``' banner and prompt, each line answered from the table).
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
         keep_clients: keep every finished client (and its event log) in :attr:`clients`;
@@ -129,6 +139,8 @@ class DemoServer:
         max_fds_per_client: int | None = None,
         ignore_key_options: bool = False,
         shell: str = "/bin/sh",
+        commands: CommandTable | Mapping[str | re.Pattern[str], ReplyLike] | None = None,
+        host_commands: bool = True,
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         keep_clients: bool = True,
@@ -159,6 +171,9 @@ class DemoServer:
         self.ignore_key_options = bool(ignore_key_options)
         _check_type("shell", shell, str)
         self.shell = shell
+        self.commands = commands if isinstance(commands, CommandTable) else CommandTable(
+            commands)
+        self.host_commands = bool(host_commands)
         self.requested_port = int(port)
         self.host = host
         self.password = password
