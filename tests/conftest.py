@@ -86,6 +86,31 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
+_SPAWNS: list[str] = []
+_WATCHING = threading.Event()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _WATCHING.is_set() and event in ("subprocess.Popen", "os.posix_spawn", "os.fork",
+                                        "os.forkpty", "os.exec", "os.spawn", "os.system"):
+        _SPAWNS.append(event)
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only while watching
+
+
+@pytest.fixture
+def no_process_started() -> Iterator[list[str]]:
+    """The processes this test process starts while the test runs, by audit event name (the
+    DemoServer runs in this process, so a command it starts shows here)."""
+    _SPAWNS.clear()
+    _WATCHING.set()
+    try:
+        yield _SPAWNS
+    finally:
+        _WATCHING.clear()
+
+
 def process_gone(pid: int) -> bool:
     """True if ``pid`` no longer runs (a zombie left to init counts as gone)."""
     try:

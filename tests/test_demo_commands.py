@@ -8,10 +8,7 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +22,6 @@ from test_demo_cli import run_cli, running_cli
 from pylibssh_server.demo import DemoServer, Process, Reply
 
 TIMEOUT = 20
-
-_SPAWNS: list[str] = []
-_WATCHING = threading.Event()
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _WATCHING.is_set() and event in ("subprocess.Popen", "os.posix_spawn", "os.fork",
-                                        "os.forkpty", "os.exec", "os.spawn", "os.system"):
-        _SPAWNS.append(event)
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed: it only records while watching
-
-
-@pytest.fixture
-def no_process_started() -> Iterator[list[str]]:
-    """Every process this test process starts while the test runs (none expected)."""
-    _SPAWNS.clear()
-    _WATCHING.set()
-    try:
-        yield _SPAWNS
-    finally:
-        _WATCHING.clear()
-
 
 def upper(process: Process) -> int:
     """A callable reply: stdin (to EOF) upper-cased to stdout, the env and term to stderr."""

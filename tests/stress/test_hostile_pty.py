@@ -1,11 +1,18 @@
 # SPDX-License-Identifier: MIT
-"""Hostile interactive clients: a pty shell that never reads while the client floods it, and
-a flood of window-change requests; memory stays bounded and the server keeps serving."""
+"""Hostile interactive clients: a pty shell that never reads while the client floods it, a
+flood of window-change requests, absurd pty sizes, window-change without a pty; memory stays
+bounded, requests are refused or clamped cleanly, and the server keeps serving."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
+import paramiko
+import pytest
+from conftest import SSH_OPTS
+
+from pylibssh_server.demo import DemoServer
 from stress._support import cli_server, paramiko_login, pick, record, run_command, settled
 
 
@@ -44,3 +51,33 @@ def test_flooding_a_shell_that_never_reads() -> None:
     assert during.rss_kib - baseline.rss_kib < 16 << 10, f"{during} after {sent} bytes"
     record("pty shell never reads, client floods", tried=1, sent=sent, before=baseline,
            after=after)
+
+
+@pytest.mark.parametrize("width,height", [(0, 0), (100000, 100000), (2**31, 1)])
+def test_absurd_pty_sizes_and_resize_without_pty(demo_server: DemoServer, width: int,
+                                                 height: int) -> None:
+    """pty requests with absurd sizes are clamped (the command still runs); a window-change
+    on a channel without a pty is logged and ignored; the server keeps serving."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(**demo_server.paramiko_kwargs(), timeout=20)
+        transport = client.get_transport()
+        assert transport is not None
+        chan = transport.open_session(timeout=20)
+        chan.get_pty(width=min(width, 2**32 - 1), height=height)
+        chan.exec_command("stty size >/dev/null && echo ok")
+        assert (chan.makefile("rb").read(), chan.recv_exit_status()) == (b"ok\r\n", 0)
+        plain = transport.open_session(timeout=20)
+        plain.resize_pty(50, 10)
+        plain.exec_command("echo plain")
+        assert (plain.makefile("rb").read(), plain.recv_exit_status()) == (b"plain\n", 0)
+    finally:
+        client.close()
+    log = demo_server.clients[0].callback_log
+    assert log["channel_pty_window_change"] == [(50, 10, 0, 0)]
+    result = subprocess.run(["sshpass", "-p", "foo", "ssh", *SSH_OPTS, "-o",
+                             "PubkeyAuthentication=no", "-p", str(demo_server.port),
+                             "u@127.0.0.1", "echo still"], capture_output=True, text=True,
+                            timeout=20)
+    assert result.stdout == "still\n"
