@@ -134,6 +134,7 @@ int ssh_channel_read_nonblocking(ssh_channel channel, void *dest, uint32_t count
 int ssh_channel_poll(ssh_channel channel, int is_stderr);
 uint32_t ssh_channel_window_size(ssh_channel channel);
 int ssh_channel_is_open(ssh_channel channel);
+int ssh_channel_open_auth_agent(ssh_channel channel);
 int ssh_channel_is_closed(ssh_channel channel);
 int ssh_channel_is_eof(ssh_channel channel);
 int ssh_channel_request_send_exit_status(ssh_channel channel, int exit_status);
@@ -238,6 +239,7 @@ int ssh_message_global_request_port(ssh_message msg);
 int ssh_message_global_request_reply_success(ssh_message msg, uint16_t bound_port);
 int ssh_channel_open_reverse_forward(ssh_channel channel, const char *remotehost,
                                      int remoteport, const char *sourcehost, int localport);
+int ssh_channel_open_x11(ssh_channel channel, const char *orig_addr, int orig_port);
 
 /* ---- callbacks.h ---- */
 typedef int (*ssh_message_callback)(ssh_session, ssh_message message, void *user);
@@ -324,6 +326,8 @@ int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *c
 #define PYLIBSSH_SESSION_FATAL ...
 int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop);
 int pylibssh_session_state(ssh_session session);
+int pylibssh_message_x11(ssh_message msg, int *single_connection, const char **protocol,
+                         int *screen);
 """
 
 CDEF_TRAMPOLINES = """
@@ -446,6 +450,20 @@ static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rou
     }
     return rc;
 }
+
+/* An x11-req's fields.  libssh marks these accessors deprecated (its x11 callback answers
+ * success itself), but the message API is the only way to see the request and refuse it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int pylibssh_message_x11(ssh_message msg, int *single_connection,
+                                const char **protocol, int *screen)
+{
+    *single_connection = ssh_message_channel_request_x11_single_connection(msg);
+    *protocol = ssh_message_channel_request_x11_auth_protocol(msg);
+    *screen = ssh_message_channel_request_x11_screen_number(msg);
+    return 0;
+}
+#pragma GCC diagnostic pop
 
 /* ssh_is_connected(), ssh_get_status() and ssh_get_error_code() in one call (PYLIBSSH_SESSION_*
  * bits), for a loop that checks them after every poll. */

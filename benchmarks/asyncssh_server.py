@@ -35,6 +35,10 @@ class _Server(asyncssh.SSHServer):
     def validate_password(self, username: str, password: str) -> bool:
         return password == self._password
 
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        """``ssh -R``: loopback listeners, as the DemoServer grants them."""
+        return listen_host in ("", "localhost", "127.0.0.1", "::1")
+
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> bool:
         return dest_host in ("127.0.0.1", "localhost", "::1")

@@ -177,11 +177,23 @@ def _sink_roundtrip(port: int, total: int, timeout: float) -> tuple[int, float |
 def ssh_fwd(port: int, password: str, total: int, timeout: float, sink_port: int
             ) -> dict[str, Any]:
     """``ssh -N -L`` to the sink; ``total`` bytes through it; MiB/s after the warm-up."""
+    return _ssh_forward(port, password, total, timeout, sink_port, "-L")
+
+
+def ssh_rfwd(port: int, password: str, total: int, timeout: float, sink_port: int
+             ) -> dict[str, Any]:
+    """``ssh -N -R``: the server listens, the client connects to the sink; ``total`` bytes
+    from the server's listener through the client to the sink."""
+    return _ssh_forward(port, password, total, timeout, sink_port, "-R")
+
+
+def _ssh_forward(port: int, password: str, total: int, timeout: float, sink_port: int,
+                 flag: str) -> dict[str, Any]:
     lport = benchlib.free_port()
     with tempfile.TemporaryFile() as err:
         proc = benchlib.spawn(
             ssh_argv(port, password, None, "-N", "-o", "ExitOnForwardFailure=yes",
-                     "-L", f"127.0.0.1:{lport}:127.0.0.1:{sink_port}"),
+                     flag, f"127.0.0.1:{lport}:127.0.0.1:{sink_port}"),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 30

@@ -36,16 +36,20 @@ import clients
 from servers import NAMES, PASSWORD, ROOT, TITLES, Server, build_c_server
 
 MiB = 1 << 20
-WORKLOADS = ("s2c", "c2s", "fwd", "conn", "idle", "scale")
+WORKLOADS = ("s2c", "c2s", "fwd", "rfwd", "conn", "idle", "scale")
 CLIENTS = ("ssh", "asyncssh")
 WORKLOAD_TITLES = {
     "s2c": "1. server→client exec `head -c`",
     "c2s": "2. client→server exec `cat > /dev/null`",
     "fwd": "3. direct-tcpip to a TCP sink",
+    "rfwd": "3r. reverse forward (-R) to a TCP sink",
     "conn": "4. connect+auth+exec",
     "idle": "5. idle authenticated connections",
     "scale": "6. scale with concurrency",
 }
+# (workload, client) -> the servers that serve it; absent: every server.  The C reference and
+# the paramiko server have no reverse forwarding; the asyncssh client side is not written.
+SUPPORTED = {("rfwd", "ssh"): ("pylibssh", "asyncssh"), ("rfwd", "asyncssh"): ()}
 # Metrics where a bigger value is better (for the reader; ratios are plain our/their).
 HIGHER_IS_BETTER = ("MiB/s", "conn/s")
 
@@ -118,6 +122,7 @@ def throughput(server: Server, client: str, cfg: Config, op: str, sink_port: int
             "s2c": lambda: clients.ssh_s2c(port, PASSWORD, size, cfg.timeout),
             "c2s": lambda: clients.ssh_c2s(port, PASSWORD, size, cfg.timeout),
             "fwd": lambda: clients.ssh_fwd(port, PASSWORD, size, cfg.timeout, sink_port),
+            "rfwd": lambda: clients.ssh_rfwd(port, PASSWORD, size, cfg.timeout, sink_port),
         }[op]
     else:
         spec = aspec(server, cfg, op, bytes=size, sink_port=sink_port)
@@ -241,7 +246,7 @@ def scale_tp(server: Server, client: str, cfg: Config, k: int) -> dict[str, floa
 def metric_order(workload: str, cfg: Config) -> list[str]:
     if workload in ("s2c", "c2s"):
         return ["MiB/s", "CPU ms/MiB", "(command ms/MiB, excluded)"]
-    if workload == "fwd":
+    if workload in ("fwd", "rfwd"):
         return ["MiB/s", "CPU ms/MiB"]
     if workload == "conn":
         return ["conn/s", "CPU ms/conn", "latency p50 ms", "latency p95 ms"]
@@ -255,7 +260,7 @@ def run_workload(workload: str, server: Server, client: str, cfg: Config, sink_p
                  ) -> dict[str, Any]:
     if not server.alive():
         raise RuntimeError("the server is not running")
-    if workload in ("s2c", "c2s", "fwd"):
+    if workload in ("s2c", "c2s", "fwd", "rfwd"):
         return throughput(server, client, cfg, workload, sink_port)
     return {"conn": w_conn, "scale": w_scale}[workload](
         server, client, cfg, sink_port)
@@ -312,6 +317,10 @@ def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, fl
             for metric in metrics:
                 cells, meds = [], {}
                 for s in servers:
+                    if s not in SUPPORTED.get((workload, client), (s,)):
+                        cells.append("-")
+                        meds[s] = None
+                        continue
                     text, med = _cell(res, (workload, client, metric, s), cfg.runs)
                     cells.append(text)
                     meds[s] = med
@@ -458,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     log(f"C server: {exc}")
             sink_port = 0
-            if "fwd" in cfg.workloads:
+            if "fwd" in cfg.workloads or "rfwd" in cfg.workloads:
                 sink_log = str(logdir / "sink.log")
                 with open(sink_log, "w") as f:
                     sink = benchlib.spawn([sys.executable, str(Path(__file__).parent / "sink.py")],
@@ -488,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                     for run in range(cfg.runs):
                         for name, server in ready.items():
                             for client in cfg.clients:
+                                if name not in SUPPORTED.get((workload, client), (name,)):
+                                    continue  # a "-" cell: that server has no such feature
                                 t0 = time.monotonic()
                                 fig: dict[str, Any] | Exception
                                 try:

@@ -87,6 +87,10 @@ class SshChannel(Handle):
             self._remote_eof = False
             self._remote_closed = False
             self.write_error: str | None = None
+            # A channel this server opens: the libssh call that completes the open, repeated
+            # until the peer confirms or refuses (None: no open in progress).
+            self._opening: Callable[[Any], int] | None = None
+            self.open_error: str | None = None
             session._register_channel(self)
 
     # ---- helpers ------------------------------------------------------------------------
@@ -210,6 +214,8 @@ class SshChannel(Handle):
     def _flush_queue(self, ptr: Any) -> None:
         session = self._session
         queue = self._queue
+        if self._opening is not None:
+            return  # still opening: output waits for the peer's confirmation
         while queue:
             kind, value = queue[0]
             if kind in ("data", "stderr"):
@@ -267,6 +273,106 @@ class SshChannel(Handle):
                     queue.append(("close", None))
                 return
             queue.popleft()
+
+    # ---- channels this server opens -----------------------------------------------------
+    def open_forwarded_tcpip(self, address: str, port: int, originator: str,
+                             originator_port: int) -> bool | None:
+        """Open a ``forwarded-tcpip`` channel to the client, for a connection to a port it
+        asked to have forwarded (``ssh_channel_open_reverse_forward``).
+
+        See :meth:`poll_open` for the return value and how the open completes.
+        """
+        host, orig = address.encode(), originator.encode()
+        return self._start_open(lambda ptr: lib.ssh_channel_open_reverse_forward(
+            ptr, host, int(port), orig, int(originator_port)))
+
+    def open_auth_agent(self) -> bool | None:
+        """Open an ``auth-agent@openssh.com`` channel to the client's forwarded agent
+        (``ssh_channel_open_auth_agent``); see :meth:`poll_open`."""
+        return self._start_open(lambda ptr: lib.ssh_channel_open_auth_agent(ptr))
+
+    def open_x11(self, originator: str, originator_port: int) -> bool | None:
+        """Open an ``x11`` channel to the client (``ssh_channel_open_x11``); see
+        :meth:`poll_open`."""
+        orig = originator.encode()
+        return self._start_open(lambda ptr: lib.ssh_channel_open_x11(ptr, orig,
+                                                                     int(originator_port)))
+
+    def _start_open(self, call: Callable[[Any], int]) -> bool | None:
+        with self._lock:
+            self._live()
+            if self._opening is not None or self.open_error is not None or \
+                    lib.ssh_channel_is_open(self._ptr):
+                raise ValueError("this SshChannel is already open or opening")
+            self._opening = call
+            return self.poll_open()
+
+    def poll_open(self) -> bool | None:
+        """Advance an open started here: True once the client confirmed it (queued output
+        is sent from now on), False if it refused (``open_error`` says why; the channel is
+        freed), None while the confirmation has not arrived.  A channel that was not opened
+        here is open (True); a closed one raises ``ValueError``.
+
+        On a non-blocking session each call polls without waiting: call it after every
+        ``SessionEvent.dopoll`` (never from inside a callback of this session).  On a
+        blocking session the first call waits for the answer.  Output written meanwhile is
+        held until the open is confirmed.
+        """
+        with self._lock:
+            call = self._opening
+            if call is None:
+                if self.open_error is not None:
+                    return False
+                if self._ptr is None:
+                    raise ValueError("SshChannel is closed")
+                return True
+            ptr = self._live() if not self._closing else self._ptr
+            if ptr is None:
+                raise ValueError("SshChannel is closed")
+            session = self._session
+            session._enter()
+            try:
+                rc = call(ptr)
+                error = get_error(session._ptr) if rc == lib.SSH_ERROR else ""
+            finally:
+                session._exit()
+            if rc == lib.SSH_AGAIN:
+                return None
+            self._opening = None
+            if rc == lib.SSH_OK:
+                self._flush()
+                return True
+            self.open_error = error or f"rc={rc}"
+            self._free_unopened()
+            return False
+
+    def _free_unopened(self) -> None:
+        """Free a channel the peer refused.  No EOF or CLOSE may be sent: it has no remote
+        channel number (libssh would address the peer's channel 0)."""
+        ptr, self._ptr = self._ptr, None
+        self._closing = True
+        self._queue.clear()
+        self._pending = 0
+        if ptr is None:
+            return
+        if self._session._in_callback():
+            # Not inside a dispatch: keep the pointer for the session's teardown.
+            self._session._defer(lambda: self._release_unopened(ptr))
+        else:
+            self._release_unopened(ptr)
+
+    def _release_unopened(self, ptr: Any) -> None:
+        if self._callbacks is not None:
+            lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
+            self._callbacks = None
+        if self._session._ptr is not None:
+            lib.ssh_channel_free(ptr)  # frees without CLOSE: the channel is not OPEN
+        self._session._forget_channel(self)
+
+    @property
+    def opening(self) -> bool:
+        """True while an open started here waits for the client's answer."""
+        return self._opening is not None
 
     # ---- input --------------------------------------------------------------------------
     def poll(self, stderr: bool = False) -> int:

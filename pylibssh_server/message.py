@@ -172,6 +172,16 @@ class SshMessage(Handle):
             self.replied = True
             return SshChannel(self.session, ptr)
 
+    @property
+    def x11_request(self) -> tuple[bool, str | None, int]:
+        """An ``x11-req``'s ``(single_connection, auth protocol, screen number)``
+        (``ssh_message_channel_request_x11_*``)."""
+        single, screen = ffi.new("int *"), ffi.new("int *")
+        protocol = ffi.new("const char **")
+        with self._lock:
+            lib.pylibssh_message_x11(self._c, single, protocol, screen)
+            return bool(single[0]), _opt_str(protocol[0]), int(screen[0])
+
     def channel_request_reply_success(self) -> None:
         """``ssh_message_channel_request_reply_success``."""
         with self._lock:

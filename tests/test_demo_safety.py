@@ -241,7 +241,7 @@ def test_signal_reaches_the_command_and_requests_are_logged(demo_server: DemoSer
                 out = await asyncio.wait_for(proc.stdout.read(), 10)
                 await proc.wait_closed()
                 try:
-                    await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 9)
+                    await conn.forward_remote_port("0.0.0.0", 0, "127.0.0.1", 9)
                 except asyncssh.ChannelListenError as exc:
                     refused: type = type(exc)
                 else:
@@ -256,7 +256,7 @@ def test_signal_reaches_the_command_and_requests_are_logged(demo_server: DemoSer
     log = demo_server.clients[0].callback_log
     assert log["channel_signal"] == ["TERM"]
     assert log["channel_auth_agent_request"] == [True]
-    assert log["tcpip_forward"] == [("127.0.0.1", 0, None)]
+    assert log["tcpip_forward"] == [("0.0.0.0", 0, None)]  # not loopback: refused
 
 
 def test_signal_with_an_unknown_name_goes_nowhere(demo_server: DemoServer) -> None:

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-host-commands", action="store_true",
                         help="never start a host process: unknown commands get 127, a shell "
                              "request the scripted shell")
+    parser.add_argument("--remote-forward-any", action="store_true",
+                        help="grant ssh -R for any bind address and port (default: loopback "
+                             "addresses, ports 0 and 1024 up)")
+    parser.add_argument("--max-remote-forwards", type=_positive_int, default=16, metavar="N",
+                        help="ssh -R listeners one client may hold (16)")
+    parser.add_argument("--no-agent-forwarding", action="store_true",
+                        help="refuse ssh -A (no SSH_AUTH_SOCK for commands)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
     parser.add_argument("--verbose", action="store_true", help="print every event")
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             max_fds_per_client=args.max_fds_per_client,
             ignore_key_options=args.ignore_key_options, shell=args.shell,
             commands=args.commands, host_commands=not args.no_host_commands,
+            remote_forward_allow=(lambda a, p: True) if args.remote_forward_any else None,
+            max_remote_forwards=args.max_remote_forwards,
+            agent_forwarding=not args.no_agent_forwarding,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),

@@ -18,6 +18,7 @@ from pylibssh_server import (
     AuthMethod,
     AuthStatus,
     ChannelCallbacks,
+    ChannelRequestType,
     ChannelType,
     GlobalRequestType,
     KeyExchangeError,
@@ -39,16 +40,26 @@ from pylibssh_server.demo.handlers import (
     ExecHandler,
     ForwardHandler,
     FunctionHandler,
+    OpenedForwardHandler,
     ScriptedShellHandler,
     SftpHandler,
     Terminal,
     connect_target,
 )
+from pylibssh_server.demo.tunnels import Listener
 
 if TYPE_CHECKING:
     from pylibssh_server.demo.server import DemoServer
 
 __all__ = ["DemoClient"]
+
+
+def listener_address(listeners: dict[tuple[str, int], Listener], listener: Listener) -> str:
+    """The address the client asked for when it made ``listener``."""
+    for (address, _), item in listeners.items():
+        if item is listener:
+            return address
+    return ""
 
 logger = logging.getLogger("pylibssh_server.demo")
 
@@ -115,6 +126,10 @@ class DemoClient:
         self._failed_auth = 0
         self._auth_requests = 0
         self._draining = False
+        #: tcpip-forward listeners by (requested address, bound port); the agent's socket.
+        self._listeners: dict[tuple[str, int], Listener] = {}
+        self._agent: Listener | None = None
+        self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
         self._bytes_in_done = 0
         self.finished = threading.Event()
 
@@ -227,6 +242,8 @@ class DemoClient:
         return None
 
     def _service(self) -> None:
+        if self._incoming:
+            self._open_incoming()
         for handler in list(self._handlers):
             try:
                 handler.service()
@@ -243,6 +260,13 @@ class DemoClient:
                 channel.close()
 
     def _teardown(self) -> None:
+        for listener in [*self._listeners.values(), *([self._agent] if self._agent else [])]:
+            listener.close()
+        self._listeners.clear()
+        self._agent = None
+        for _, conn, _ in self._incoming:
+            conn.close()
+        self._incoming.clear()
         for handler in self._handlers:
             try:
                 handler.terminate()
@@ -390,18 +414,123 @@ class DemoClient:
         if mtype == RequestType.CHANNEL_OPEN and subtype == ChannelType.DIRECT_TCPIP:
             return self._direct_tcpip(msg)
         if mtype == RequestType.GLOBAL:
-            self._global_request(msg)
+            return self._global_request(msg)
+        if mtype == RequestType.CHANNEL and subtype == ChannelRequestType.X11:
+            self.log("channel_x11_request", msg.x11_request)
+            return False  # refused: X11 is not served
         return False
 
-    def _global_request(self, msg: SshMessage) -> None:
-        """Reverse forwarding is not served yet: log the request by its contract name and
-        let libssh refuse it."""
+    def _global_request(self, msg: SshMessage) -> bool:
+        """``tcpip-forward`` and ``cancel-tcpip-forward`` (``ssh -R``); True if answered."""
         if msg.subtype == GlobalRequestType.TCPIP_FORWARD:
             address, port = msg.global_request
-            self.log("tcpip_forward", (address or "", port, None))
-        elif msg.subtype == GlobalRequestType.CANCEL_TCPIP_FORWARD:
+            address = address or ""
+            bound = self._listen_for_client(address, port)
+            self.log("tcpip_forward", (address, port, bound))
+            if bound is None:
+                return False  # libssh answers REQUEST_FAILURE
+            msg.global_request_reply_success(bound)
+            return True
+        if msg.subtype == GlobalRequestType.CANCEL_TCPIP_FORWARD:
             address, port = msg.global_request
-            self.log("cancel_tcpip_forward", (address or "", port))
+            address = address or ""
+            self.log("cancel_tcpip_forward", (address, port))
+            listener = self._listeners.pop((address, port), None)
+            if listener is None:
+                return False
+            listener.close()
+            msg.global_request_reply_success(0)
+            return True
+        return False
+
+    def _listen_for_client(self, address: str, port: int) -> int | None:
+        """Bind a listener for the client's ``tcpip-forward``: the bound port, or None."""
+        server = self.server
+        if not self.authenticated or not 0 <= port < 65536 or \
+                not server.remote_forward_allowed(address, port):
+            return None
+        if len(self._listeners) >= server.max_remote_forwards:
+            logger.warning("client %s: tcpip-forward refused: %d listeners already", self.id,
+                           len(self._listeners))
+            return None
+        if not self._fds_available(1, f"tcpip-forward {address}:{port}"):
+            return None
+        try:
+            listener = Listener.tcp(address, port, self._require_event(),
+                                    lambda conn, peer, a=address: self._queue_incoming(
+                                        a, conn, peer))
+        except OSError as exc:
+            logger.info("client %s: tcpip-forward %s:%d refused: %s", self.id, address, port,
+                        exc)
+            return None
+        self._listeners[(address, listener.port)] = listener
+        return listener.port
+
+    def _queue_incoming(self, address: str, conn: socket.socket, peer: tuple[str, int]
+                        ) -> None:
+        listener = self._listeners.get((address, conn.getsockname()[1])) \
+            if conn.family != socket.AF_UNIX else self._agent
+        if listener is None:
+            conn.close()
+            return
+        self._incoming.append((listener, conn, peer))
+
+    def _open_incoming(self) -> None:
+        """Open a channel to the client for each connection the listeners accepted (from the
+        main loop: an open polls the session)."""
+        incoming, self._incoming = self._incoming, []
+        for listener, conn, peer in incoming:
+            is_agent = listener is self._agent
+            if not is_agent:
+                self.log("channel_open_forwarded_tcpip",
+                         (listener_address(self._listeners, listener), listener.port,
+                          peer[0], peer[1]))
+            if self._open_channels() >= self.server.max_channels or \
+                    not self._fds_available(FORWARD_FDS, "forwarded connection"):
+                conn.close()
+                continue
+            channel = SshChannel(self.session)
+            if is_agent:
+                def start(ch: SshChannel) -> bool | None:
+                    return ch.open_auth_agent()
+            else:
+                address = listener_address(self._listeners, listener)
+
+                def start(ch: SshChannel, address: str = address, port: int = listener.port,
+                          peer: tuple[str, int] = peer) -> bool | None:
+                    return ch.open_forwarded_tcpip(address, port, peer[0], peer[1])
+            try:
+                handler = OpenedForwardHandler(
+                    channel, self._require_event(), conn, start,
+                    lambda why: logger.info("client %s: the client refused a channel: %s",
+                                            self.id, why))
+            except (OSError, ValueError) as exc:
+                logger.warning("client %s: cannot open a channel: %s", self.id, exc)
+                conn.close()
+                if not channel.closed:
+                    channel.close()
+                continue
+            channel.set_callbacks(ChannelCallbacks(
+                data_room=lambda available, h=handler: self._data_room(h, available),
+                on_data=lambda s, c, data, is_stderr, u, h=handler: h.on_data(data),
+                on_eof=lambda s, c, u, h=handler: h.on_eof(),
+                on_close=lambda s, c, u, h=handler: self._on_forward_close(h),
+            ))
+            self._handlers.append(handler)
+
+    def _on_agent_request(self, state: _SessionChannel) -> None:
+        self.log("channel_auth_agent_request", True)
+        if not self.server.agent_forwarding:
+            return  # no socket, so no SSH_AUTH_SOCK: refused in effect
+        if self._agent is None:
+            try:
+                self._agent = Listener.agent(
+                    self._require_event(),
+                    lambda conn, peer: self._queue_incoming("", conn, peer))
+            except OSError as exc:
+                logger.warning("client %s: no agent socket: %s", self.id, exc)
+                return
+        state.env["SSH_AUTH_SOCK"] = str(self._agent.path)
 
     def _forward_target(self, host: str, port: int) -> socket.socket | None:
         """Log the request, check it, connect: None refuses (OPEN_FAILURE)."""
@@ -492,9 +621,9 @@ class DemoClient:
                 state, cols, rows, pxw, pxh),
             on_shell_request=lambda s, c, u: self._on_shell(state),
             on_signal=lambda s, c, name, u: self._on_signal(state, name),
-            # With this hook set libssh answers the request with success; nothing is
-            # forwarded yet, and OpenSSH and asyncssh ask for no reply.
-            on_auth_agent_req=lambda s, c, u: self.log("channel_auth_agent_request", True),
+            # With this hook set libssh answers success (to a client that asks for a reply);
+            # with agent_forwarding=False the command just gets no SSH_AUTH_SOCK.
+            on_auth_agent_req=lambda s, c, u: self._on_agent_request(state),
             on_subsystem_request=lambda s, c, name, u: self._on_subsystem(state, name),
         ))
         self._channels.append(state)

@@ -975,3 +975,40 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
             self.channel.write(_terminal_text(self.table.prompt, self.terminal))
         self.deadline = self.pending[0][0] if self.pending else None
         super().service()
+
+
+# ---- tunnels the server opens towards the client ---------------------------------------------
+
+
+class OpenedForwardHandler(ForwardHandler):
+    """A local connection (to a client's ``-R`` listener, or to its forwarded agent's socket)
+    relayed over a channel this server opens to the client: ``start_open(channel)`` begins
+    the open; nothing is read from the socket until the client confirms it, and a refusal
+    closes the connection."""
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket,
+                 start_open: Callable[[SshChannel], bool | None],
+                 on_refused: Callable[[str], None]) -> None:
+        super().__init__(channel, event, sock)
+        self.inbound.pause()
+        self.opened = False
+        self.on_refused = on_refused
+        self._result = start_open(channel)
+
+    def service(self) -> None:
+        if not self.opened and not self.finished:
+            result = self._result
+            if result is None:
+                try:
+                    result = self.channel.poll_open()
+                except ValueError:
+                    result = False  # the channel went with its session
+            if result is None:
+                return
+            if result is False:
+                self.on_refused(self.channel.open_error or "closed")
+                self.terminate()
+                return
+            self.opened = True
+            self.inbound.resume()
+        super().service()

@@ -21,6 +21,7 @@ from typing import Any, TextIO, TypeVar, Union
 from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey, parse_authorized_keys
 from pylibssh_server.demo.client import DemoClient
 from pylibssh_server.demo.commands import CommandTable, ReplyLike
+from pylibssh_server.demo.tunnels import LOOPBACK_NAMES
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
@@ -102,6 +103,13 @@ class DemoServer:
         host_commands: False: no host process is ever started; an exec not in ``commands``
             gets ``demo: command not found: ...`` and 127, a shell request the scripted shell
             (``commands``' banner and prompt, each line answered from the table).
+        remote_forward_allow: ``f(address, port) -> bool`` deciding ``tcpip-forward``
+            (``ssh -R``) requests; default: loopback bind addresses (``""``, ``localhost``,
+            ``127.0.0.1``, ``::1``; the first two bind 127.0.0.1, as sshd's ``GatewayPorts
+            no``) and ports 0 or 1024 and up.
+        max_remote_forwards: ``tcpip-forward`` listeners one client may hold at once.
+        agent_forwarding: serve ``ssh -A``: a command of a session that asked for it gets
+            ``SSH_AUTH_SOCK``, a socket whose connections reach the client's agent.
         forward_allow: ``f(host, port) -> bool`` deciding direct-tcpip targets; default any.
         command_env: extra environment for commands (on top of the inherited one).
         keep_clients: keep every finished client (and its event log) in :attr:`clients`;
@@ -141,6 +149,9 @@ class DemoServer:
         shell: str = "/bin/sh",
         commands: CommandTable | Mapping[str | re.Pattern[str], ReplyLike] | None = None,
         host_commands: bool = True,
+        remote_forward_allow: Callable[[str, int], bool] | None = None,
+        max_remote_forwards: int = 16,
+        agent_forwarding: bool = True,
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         keep_clients: bool = True,
@@ -174,6 +185,11 @@ class DemoServer:
         self.commands = commands if isinstance(commands, CommandTable) else CommandTable(
             commands)
         self.host_commands = bool(host_commands)
+        if remote_forward_allow is not None and not callable(remote_forward_allow):
+            raise TypeError("remote_forward_allow must be callable")
+        self.remote_forward_allow = remote_forward_allow
+        self.max_remote_forwards = _positive("max_remote_forwards", max_remote_forwards, 16)
+        self.agent_forwarding = bool(agent_forwarding)
         self.requested_port = int(port)
         self.host = host
         self.password = password
@@ -287,6 +303,12 @@ class DemoServer:
         if self.forward_allow is None:
             return True
         return bool(self.forward_allow(host, port))
+
+    def remote_forward_allowed(self, address: str, port: int) -> bool:
+        """Whether a ``tcpip-forward`` request for ``address:port`` may be granted."""
+        if self.remote_forward_allow is not None:
+            return bool(self.remote_forward_allow(address, port))
+        return address in LOOPBACK_NAMES and (port == 0 or 1024 <= port < 65536)
 
     @staticmethod
     def loopback_only(host: str, port: int) -> bool:

@@ -211,6 +211,15 @@ def run_command(transport: Any, command: str, stdin: bytes = b"", timeout: float
         chan.close()
 
 
+def assert_serving(port: int) -> None:
+    """Another client logs in to 127.0.0.1:``port`` and runs a command (the server serves)."""
+    other = paramiko_login(port)
+    try:
+        assert run_command(other, "echo alive")[1] == b"alive\n"
+    finally:
+        other.close()
+
+
 def settled(server: CliServer, baseline: ProcStats, timeout: float = 10) -> ProcStats:
     """Wait until the server's fds, threads and children are back to ``baseline``."""
     def back() -> bool:

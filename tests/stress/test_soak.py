@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import asyncssh
+import pytest
 
 from stress._support import CliServer, ProcStats, cli_server, pick, record, settled
 
@@ -56,6 +57,9 @@ def _check_flat(baseline: ProcStats, warm: ProcStats, end: ProcStats) -> None:
     assert end.rss_kib - warm.rss_kib < RSS_GROWTH_KIB, (warm, end)
 
 
+# 10,000 connections one after the other take about 100 s on 2 cores: more than the suite's
+# default 120 s limit once the machine is busy.  Each connection has its own 60 s bound.
+@pytest.mark.timeout(900)
 def test_sequential_connections_with_auth_and_exec() -> None:
     count = pick(300, 10_000)
     start = time.monotonic()
@@ -74,6 +78,7 @@ def test_sequential_connections_with_auth_and_exec() -> None:
            after=end, seconds=time.monotonic() - start)
 
 
+@pytest.mark.timeout(900)
 def test_sequential_connections_with_sftp_and_forwarding(echo_server: int,
                                                          tmp_path: os.PathLike[str]) -> None:
     count = pick(50, 1_000)

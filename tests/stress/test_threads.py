@@ -1052,7 +1052,14 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "is_eof": (lambda: channel.is_eof, Returns(True)),
             "is_open": (lambda: channel.is_open, Returns(False)),
             "owning": (lambda: channel.owning, Returns(True)),
+            "open_auth_agent": (channel.open_auth_agent, ValueError),
+            "open_error": (lambda: channel.open_error, Returns(None)),
+            "open_forwarded_tcpip": (
+                lambda: channel.open_forwarded_tcpip("127.0.0.1", 1, "127.0.0.1", 2), ValueError),
+            "open_x11": (lambda: channel.open_x11("127.0.0.1", 2), ValueError),
+            "opening": (lambda: channel.opening, Returns(False)),
             "pending_bytes": (lambda: channel.pending_bytes, Returns(0)),
+            "poll_open": (channel.poll_open, ValueError),
             "poll": (channel.poll, ValueError),
             "read_nonblocking": (channel.read_nonblocking, ValueError),
             "remote_closed": (lambda: channel.remote_closed, Returns(ANY)),
@@ -1083,7 +1090,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             name: (getter(message, name), ValueError)
             for name in ("auth_kbdint_is_response", "auth_password", "auth_pubkey",
                          "auth_publickey_state", "auth_user", "destination", "global_request",
-                         "originator", "service", "subtype", "type")},
+                         "originator", "service", "subtype", "type", "x11_request")},
     }
     contracts["SshMessage"].update({
         "auth_interactive_request": (
