@@ -13,14 +13,24 @@ import pytest
 from conftest import SSH_OPTS
 
 from pylibssh_server.demo import DemoServer
-from stress._support import assert_serving, cli_server, paramiko_login, pick, record, settled
+from stress._support import (
+    ProcStats,
+    assert_serving,
+    cli_server,
+    paramiko_login,
+    pick,
+    record,
+    settled,
+)
 
 
 def test_flooding_a_shell_that_never_reads() -> None:
     """A terminal discards what does not fit its line buffer (as any pty does, for sshd
-    too), and what it does not take stays in our bounded buffer or in the client's closed
-    window: the server's RSS grows by a few MiB at most while the client sends up to 64 MiB,
-    and other clients are served meanwhile."""
+    too), and what it does not take stays in bounded buffers (ours, libssh's, the client's
+    closed window): the server's RSS reaches a plateau of some MiB within the first seconds
+    and stays there while the client keeps sending, and other clients are served meanwhile.
+    (Measured: +13 MiB, flat from 10 to 80 MiB sent, on libssh 0.10 and 0.12.)"""
+    seconds = pick(4, 12)
     with cli_server() as server:
         baseline = server.stats()
         transport = paramiko_login(server.port)
@@ -30,13 +40,16 @@ def test_flooding_a_shell_that_never_reads() -> None:
             chan.exec_command("sleep 60")
             chan.settimeout(0.2)
             sent = 0
-            deadline = time.monotonic() + pick(3, 10)
+            start = time.monotonic()
+            early: ProcStats | None = None
             block = b"x" * 65536
-            while sent < (64 << 20) and time.monotonic() < deadline:
+            while time.monotonic() - start < seconds:
                 try:
                     sent += chan.send(block)
                 except TimeoutError:
                     pass  # the window is closed: the server stopped taking input
+                if early is None and time.monotonic() - start > seconds / 3:
+                    early = server.stats()
             during = server.stats()
             for _ in range(pick(200, 2000)):
                 chan.resize_pty(80, 24)
@@ -44,7 +57,9 @@ def test_flooding_a_shell_that_never_reads() -> None:
         finally:
             transport.close()
         after = settled(server, baseline, 15)
-    assert during.rss_kib - baseline.rss_kib < 16 << 10, f"{during} after {sent} bytes"
+    assert early is not None
+    assert during.rss_kib - baseline.rss_kib < 32 << 10, f"{during} after {sent} bytes"
+    assert during.rss_kib - early.rss_kib < 6 << 10, f"still growing: {early} -> {during}"
     record("pty shell never reads, client floods", tried=1, sent=sent, before=baseline,
            after=after)
 
