@@ -510,13 +510,18 @@ class DemoClient:
                 if not channel.closed:
                     channel.close()
                 continue
-            channel.set_callbacks(ChannelCallbacks(
-                data_room=lambda available, h=handler: self._data_room(h, available),
-                on_data=lambda s, c, data, is_stderr, u, h=handler: h.on_data(data),
-                on_eof=lambda s, c, u, h=handler: h.on_eof(),
-                on_close=lambda s, c, u, h=handler: self._on_forward_close(h),
-            ))
+            try:
+                channel.set_callbacks(ChannelCallbacks(
+                    data_room=lambda available, h=handler: self._data_room(h, available),
+                    on_data=lambda s, c, data, is_stderr, u, h=handler: h.on_data(data),
+                    on_eof=lambda s, c, u, h=handler: h.on_eof(),
+                    on_close=lambda s, c, u, h=handler: self._on_forward_close(h),
+                ))
+            except ValueError:  # the session is going away
+                handler.terminate()
+                continue
             self._handlers.append(handler)
+            handler.start()
 
     def _on_agent_request(self, state: _SessionChannel) -> None:
         self.log("channel_auth_agent_request", True)

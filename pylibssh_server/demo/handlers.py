@@ -993,11 +993,22 @@ class OpenedForwardHandler(ForwardHandler):
         self.inbound.pause()
         self.opened = False
         self.on_refused = on_refused
-        self._result = start_open(channel)
+        self._start_open = start_open
+        self._result: bool | None = None
+
+    def start(self) -> None:
+        """Begin the open (once the channel's callbacks are set: a refusal can free the
+        channel at once)."""
+        try:
+            self._result = self._start_open(self.channel)
+        except ValueError:
+            self._result = False  # the channel went with its session
+        if self._result is False:
+            self.service()
 
     def service(self) -> None:
         if not self.opened and not self.finished:
-            result = self._result
+            result, self._result = self._result, None
             if result is None:
                 try:
                     result = self.channel.poll_open()
