@@ -53,14 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoClient"]
 
-
-def listener_address(listeners: dict[tuple[str, int], Listener], listener: Listener) -> str:
-    """The address the client asked for when it made ``listener``."""
-    for (address, _), item in listeners.items():
-        if item is listener:
-            return address
-    return ""
-
 logger = logging.getLogger("pylibssh_server.demo")
 
 KBDINT_NAME = "Demo server login"
@@ -75,10 +67,9 @@ MAX_UNREAD_INPUT = 8 << 20
 #: target, and how long a command that was given input then gets to exit before SIGKILL.
 STOP_DRAIN_SECONDS = 5.0
 STOP_EXIT_GRACE = 2.0
-#: File descriptors a command costs while it starts (three pipe pairs, the exec-error pipe of
-#: subprocess, the pidfd) and while it runs (stdin, stdout, stderr, pidfd); a forward holds 2.
+#: File descriptors a command needs while it starts (three pipe pairs, the exec-error pipe of
+#: subprocess, the pidfd; it holds 4 once running), and that a forward holds.
 EXEC_FDS_STARTING = 10
-EXEC_FDS = 4
 FORWARD_FDS = 2
 #: Authentication requests of any kind (PK_OK probes included) one connection may make: every
 #: failure counts toward max_auth_attempts, and this bounds the requests that do not fail.
@@ -456,9 +447,7 @@ class DemoClient:
         if not self._fds_available(1, f"tcpip-forward {address}:{port}"):
             return None
         try:
-            listener = Listener.tcp(address, port, self._require_event(),
-                                    lambda conn, peer, a=address: self._queue_incoming(
-                                        a, conn, peer))
+            listener = Listener.tcp(address, port, self._require_event(), self._queue_incoming)
         except OSError as exc:
             logger.info("client %s: tcpip-forward %s:%d refused: %s", self.id, address, port,
                         exc)
@@ -466,13 +455,8 @@ class DemoClient:
         self._listeners[(address, listener.port)] = listener
         return listener.port
 
-    def _queue_incoming(self, address: str, conn: socket.socket, peer: tuple[str, int]
-                        ) -> None:
-        listener = self._listeners.get((address, conn.getsockname()[1])) \
-            if conn.family != socket.AF_UNIX else self._agent
-        if listener is None:
-            conn.close()
-            return
+    def _queue_incoming(self, listener: Listener, conn: socket.socket,
+                        peer: tuple[str, int]) -> None:
         self._incoming.append((listener, conn, peer))
 
     def _open_incoming(self) -> None:
@@ -481,10 +465,12 @@ class DemoClient:
         incoming, self._incoming = self._incoming, []
         for listener, conn, peer in incoming:
             is_agent = listener is self._agent
+            if listener.closed:
+                conn.close()  # cancelled, or the client is leaving
+                continue
             if not is_agent:
                 self.log("channel_open_forwarded_tcpip",
-                         (listener_address(self._listeners, listener), listener.port,
-                          peer[0], peer[1]))
+                         (listener.address, listener.port, peer[0], peer[1]))
             if self._open_channels() >= self.server.max_channels or \
                     not self._fds_available(FORWARD_FDS, "forwarded connection"):
                 conn.close()
@@ -494,9 +480,8 @@ class DemoClient:
                 def start(ch: SshChannel) -> bool | None:
                     return ch.open_auth_agent()
             else:
-                address = listener_address(self._listeners, listener)
-
-                def start(ch: SshChannel, address: str = address, port: int = listener.port,
+                def start(ch: SshChannel, address: str = listener.address,
+                          port: int = listener.port,
                           peer: tuple[str, int] = peer) -> bool | None:
                     return ch.open_forwarded_tcpip(address, port, peer[0], peer[1])
             try:
@@ -511,16 +496,10 @@ class DemoClient:
                     channel.close()
                 continue
             try:
-                channel.set_callbacks(ChannelCallbacks(
-                    data_room=lambda available, h=handler: self._data_room(h, available),
-                    on_data=lambda s, c, data, is_stderr, u, h=handler: h.on_data(data),
-                    on_eof=lambda s, c, u, h=handler: h.on_eof(),
-                    on_close=lambda s, c, u, h=handler: self._on_forward_close(h),
-                ))
+                self._attach_forward(handler)
             except ValueError:  # the session is going away
                 handler.terminate()
                 continue
-            self._handlers.append(handler)
             handler.start()
 
     def _on_agent_request(self, state: _SessionChannel) -> None:
@@ -529,9 +508,7 @@ class DemoClient:
             return  # no socket, so no SSH_AUTH_SOCK: refused in effect
         if self._agent is None:
             try:
-                self._agent = Listener.agent(
-                    self._require_event(),
-                    lambda conn, peer: self._queue_incoming("", conn, peer))
+                self._agent = Listener.agent(self._require_event(), self._queue_incoming)
             except OSError as exc:
                 logger.warning("client %s: no agent socket: %s", self.id, exc)
                 return
@@ -548,8 +525,11 @@ class DemoClient:
         return connect_target(host, port)
 
     def _start_forward(self, channel: SshChannel, sock: socket.socket) -> None:
-        handler = ForwardHandler(channel, self._require_event(), sock)
-        channel.set_callbacks(ChannelCallbacks(
+        self._attach_forward(ForwardHandler(channel, self._require_event(), sock))
+
+    def _attach_forward(self, handler: ForwardHandler) -> None:
+        """Route the forward channel's data, EOF and CLOSE to ``handler`` and drive it."""
+        handler.channel.set_callbacks(ChannelCallbacks(
             data_room=lambda available: self._data_room(handler, available),
             on_data=lambda s, c, data, is_stderr, u: handler.on_data(data),
             on_eof=lambda s, c, u: handler.on_eof(),
@@ -737,8 +717,6 @@ class DemoClient:
 
     def _start_command(self, state: _SessionChannel, command: str) -> bool:
         """Run ``command`` on the host for the channel (on its pty if one was requested)."""
-        if state.handler is not None:
-            return False
         env = self._command_env(state)
         handler: ChannelHandler
         if not self._fds_available(EXEC_FDS_STARTING, f"command {command!r}"):

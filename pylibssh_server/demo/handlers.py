@@ -279,6 +279,18 @@ class _SinkHandler(ChannelHandler):
     the sink has room for; EOF (``on_eof``) ends the sink once what was taken is through."""
 
     sink: _Sink
+    client_eof = False
+
+    def on_eof(self) -> None:
+        self.client_eof = True
+        self._end_sink_when_drained()
+
+    def _end_sink_when_drained(self) -> None:
+        # The client's EOF can arrive while libssh still holds data we had no room for: the
+        # sink ends (EOF to a command, half-close to a target) only once that data is through.
+        if self.client_eof and not self.backlogged and not self.sink.eof:
+            self.sink.eof = True
+            self.sink.flush()
 
     def input_room(self) -> int:
         return self.sink.room()
@@ -351,7 +363,21 @@ def _session_members(sid: int) -> list[int]:
     return pids
 
 
-class CommandFailedHandler(ChannelHandler):
+class _ExitSequence:
+    """The end of every command: exit status, EOF, CLOSE (once)."""
+
+    channel: SshChannel
+    finished: bool
+
+    def _exit(self, status: int) -> None:
+        if not self.finished and not self.channel.closed:
+            self.channel.send_exit_status(status)
+            self.channel.send_eof()
+            self.channel.close()
+        self.finished = True
+
+
+class CommandFailedHandler(_ExitSequence, ChannelHandler):
     """An exec whose command could not be started: a message on stderr, then the exit status
     (126, or 127 when nothing was found), EOF and CLOSE, as a shell reports it."""
 
@@ -364,15 +390,54 @@ class CommandFailedHandler(ChannelHandler):
     def service(self) -> None:
         if self.finished:
             return
-        self.finished = True
         if not self.channel.closed:
             self.channel.write(self.message.encode("utf-8", "replace"), stderr=True)
-            self.channel.send_exit_status(self.status)
-            self.channel.send_eof()
-            self.channel.close()
+        self._exit(self.status)
 
 
-class ExecHandler(_SinkHandler):
+class _StreamsHandler(_SinkHandler):
+    """A command's streams: client data into its stdin (ended by the client's EOF once what
+    libssh still holds is through), its stdout and stderr pumped to the channel.  Without a
+    stderr fd (a pty) the terminal has merged stderr into stdout, and the client's EOF closes
+    only our write fd of the master: the reader's dup keeps the terminal open for the
+    command, as in sshd."""
+
+    terminal: Terminal | None = None
+
+    def _attach_streams(self, stdin_fd: int, stdout_fd: int, stderr_fd: int | None, *,
+                        stderr_as_stdout: bool = False) -> None:
+        self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
+                                           self._stdin_broken)
+        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
+        self.stderr = None if stderr_fd is None else _Pump(
+            self, stderr_fd, lambda d: self.channel.write(d, stderr=not stderr_as_stdout),
+            lambda: None)
+
+    def _stdin_broken(self) -> None:
+        self.stdin.close()
+
+    def _service_streams(self) -> bool:
+        """Move what the last poll made possible; True once stdout and stderr have ended."""
+        self._end_sink_when_drained()
+        if self.stdin.eof and not self.backlogged and self.stdin.fd is not None:
+            self.stdin.flush()
+        self.stdout.service()
+        if self.stderr is not None:
+            self.stderr.service()
+        return self.stdout.fd is None and (self.stderr is None or self.stderr.fd is None)
+
+    def fds_held(self) -> int:
+        fds = (self.stdin.fd, self.stdout.fd, self.stderr.fd if self.stderr else None)
+        return sum(1 for fd in fds if fd is not None)
+
+    def _stop_streams(self) -> None:
+        for part in (self.stdout, self.stderr):
+            if part is not None:
+                part.stop()
+        self.stdin.close()
+
+
+class ExecHandler(_StreamsHandler):
     """``sh -c COMMAND`` with stdin/stdout/stderr pumped through the channel.
 
     When the command ends: all output, then exit-status (or exit-signal), EOF and CLOSE.  The
@@ -391,20 +456,15 @@ class ExecHandler(_SinkHandler):
         self.command = command
         self.exit_sent = False
         self.terminal = terminal
-        self.master: int | None = None
+        self._group_killed = False
+        stderr_fd: int | None
         if terminal is None:
             stdin_fd, stdout_fd, stderr_fd = self._spawn_on_pipes(command, env)
         else:
             stdin_fd, stdout_fd = self._spawn_on_pty(command, env, terminal)
             stderr_fd = None
-        self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
-                                           self._stdin_broken)
-        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
-        self.stderr = None if stderr_fd is None else _Pump(
-            self, stderr_fd, lambda d: self.channel.write(d, stderr=True), lambda: None)
-        self.client_eof = False
+        self._attach_streams(stdin_fd, stdout_fd, stderr_fd)
         self.pidfd: int | None = None
-        self._group_killed = False
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
             event.add_fd(self.pidfd, lambda fd, ev: None, POLLIN)
@@ -424,9 +484,10 @@ class ExecHandler(_SinkHandler):
             for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 owned.append(os.dup(f.fileno()))
         except OSError:
+            # Out of fds with the command already running: it must not outlive the failure.
             for fd in owned:
                 _close_fd(fd)
-            self._kill_unstarted()
+            self._kill_group()
             raise
         finally:
             for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -454,44 +515,21 @@ class ExecHandler(_SinkHandler):
             reader = os.dup(master)
         except OSError:
             _close_fd(master)
-            self._kill_unstarted()
+            self._kill_group()
             raise
-        self.master = master
         return master, reader
-
-    def _kill_unstarted(self) -> None:
-        """Out of fds with the command already running: it must not outlive the failure."""
-        for kill in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
     def resize(self, terminal: Terminal) -> bool:
         """``window-change``: the pty's new size (the foreground job gets SIGWINCH)."""
-        if self.master is None or self.stdin.fd is None:
+        master = self.stdin.fd  # on a pty, stdin is the master
+        if self.terminal is None or master is None:
             return False
         self.terminal = terminal
         try:
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, terminal.winsize())
+            fcntl.ioctl(master, termios.TIOCSWINSZ, terminal.winsize())
         except OSError:
             return False
         return True
-
-    def _stdin_broken(self) -> None:
-        self.stdin.close()
-
-    def on_eof(self) -> None:
-        self.client_eof = True
-        if self.terminal is not None:
-            return  # a terminal has no EOF to pass on; the pty stays open (as in sshd)
-        self._close_stdin_when_drained()
-
-    def _close_stdin_when_drained(self) -> None:
-        # The client's EOF can arrive while libssh still holds data we had no room for:
-        # stdin ends only once that data is through.
-        if self.client_eof and not self.backlogged and not self.stdin.eof:
-            self.stdin.eof = True
-            self.stdin.flush()
 
     @property
     def needs_timer(self) -> bool:
@@ -501,14 +539,7 @@ class ExecHandler(_SinkHandler):
         super().service()
         if self.finished:
             return
-        self._close_stdin_when_drained()
-        if self.stdin.eof and not self.backlogged and self.stdin.fd is not None:
-            self.stdin.flush()
-        self.stdout.service()
-        if self.stderr is not None:
-            self.stderr.service()
-        if self.stdout.fd is None and (self.stderr is None or self.stderr.fd is None) \
-                and self.exited():
+        if self._service_streams() and self.exited():
             self._finish()
 
     def exited(self) -> bool:
@@ -561,9 +592,7 @@ class ExecHandler(_SinkHandler):
         return True
 
     def fds_held(self) -> int:
-        fds = (self.stdin.fd, self.stdout.fd, self.stderr.fd if self.stderr else None,
-               self.pidfd)
-        return sum(1 for fd in fds if fd is not None)
+        return super().fds_held() + (self.pidfd is not None)
 
     def _finish(self) -> None:
         # An interactive shell puts its jobs in process groups of their own: find them all.
@@ -591,15 +620,12 @@ class ExecHandler(_SinkHandler):
 
     def terminate(self) -> None:
         self._kill_group(whole_session=True)
-        for part in (self.stdout, self.stderr):
-            if part is not None:
-                part.stop()
-        self.stdin.close()
+        self._stop_streams()
         self._release_pidfd()
         self.finished = True
 
 
-class SftpHandler(ChannelHandler):
+class SftpHandler(_ExitSequence, ChannelHandler):
     """The "sftp" subsystem, served by our SFTP v3 engine over the channel's data stream."""
 
     def __init__(self, channel: SshChannel, event: SessionEvent, engine: SftpServer,
@@ -651,11 +677,8 @@ class SftpHandler(ChannelHandler):
         # Requests libssh still holds (no room for them yet) are served before the end.
         if not self.client_eof or self.backlogged or self.finished:
             return
-        if not self.channel.closed:
-            # As sshd's sftp-server exiting 0: scp/sftp treat a missing status as failure.
-            self.channel.send_exit_status(0)
-            self.channel.send_eof()
-            self.channel.close()
+        # As sshd's sftp-server exiting 0: scp/sftp treat a missing status as failure.
+        self._exit(0)
         self.terminate()
 
     def terminate(self) -> None:
@@ -700,20 +723,10 @@ class ForwardHandler(_SinkHandler):
             self.channel.send_eof()
         self._maybe_done()
 
-    def on_eof(self) -> None:
-        self.client_eof = True
-        self._shutdown_when_drained()
-
-    def _shutdown_when_drained(self) -> None:
-        # Half-close the target only after the data libssh still holds has been sent.
-        if self.client_eof and not self.backlogged and not self.outbound.eof:
-            self.outbound.eof = True
-            self.outbound.flush()
-
     def service(self) -> None:
         super().service()
         if not self.finished:
-            self._shutdown_when_drained()
+            self._end_sink_when_drained()
             self.inbound.service()
             self._maybe_done()
 
@@ -757,20 +770,6 @@ def _terminal_text(text: str, terminal: Terminal | None) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-class _ExitSequence:
-    """The end of every command: exit status, EOF, CLOSE (once)."""
-
-    channel: SshChannel
-    finished: bool
-
-    def _exit(self, status: int) -> None:
-        if not self.finished and not self.channel.closed:
-            self.channel.send_exit_status(status)
-            self.channel.send_eof()
-            self.channel.close()
-        self.finished = True
-
-
 class CannedHandler(_ExitSequence, ChannelHandler):
     """An exec answered from the command table: after ``delay``, stdout and stderr (merged
     on a pty, as a terminal merges them), then the exit status.  Client input is read and
@@ -797,7 +796,7 @@ class CannedHandler(_ExitSequence, ChannelHandler):
         self._exit(self.reply.exit_status)
 
 
-class FunctionHandler(_ExitSequence, _SinkHandler):
+class FunctionHandler(_ExitSequence, _StreamsHandler):
     """An exec answered by a callable, run in a thread of its own over three pipes (so it may
     block, and its stdin, stdout and stderr have the same flow control as a command's).
 
@@ -814,12 +813,7 @@ class FunctionHandler(_ExitSequence, _SinkHandler):
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self.stdin = self.sink = _PipeSink(self, in_w, lambda buf: os.write(in_w, buf),
-                                           lambda: self.stdin.close())
-        self.stdout = _Pump(self, out_r, self.channel.write, lambda: None)
-        self.stderr = _Pump(self, err_r, lambda d: self.channel.write(
-            d, stderr=terminal is None), lambda: None)
-        self.client_eof = False
+        self._attach_streams(in_w, out_r, err_r, stderr_as_stdout=terminal is not None)
         size = None if terminal is None else (terminal.cols, terminal.rows)
         process = Process(command, env, None if terminal is None else terminal.term, size,
                           os.fdopen(in_r, "rb", buffering=0), os.fdopen(out_w, "wb", buffering=0),
@@ -844,31 +838,16 @@ class FunctionHandler(_ExitSequence, _SinkHandler):
                 with contextlib.suppress(OSError):
                     f.close()
 
-    def on_eof(self) -> None:
-        self.client_eof = True
-        if not self.backlogged and not self.stdin.eof:
-            self.stdin.eof = True
-            self.stdin.flush()
-
     def service(self) -> None:
         super().service()
         if self.finished:
             return
-        if self.client_eof and not self.backlogged and not self.stdin.eof:
-            self.on_eof()
-        self.stdout.service()
-        self.stderr.service()
-        if self.stdout.fd is None and self.stderr.fd is None and self.status is not None:
+        if self._service_streams() and self.status is not None:
             self.stdin.close()
             self._exit(self.status)
 
-    def fds_held(self) -> int:
-        return sum(1 for fd in (self.stdin.fd, self.stdout.fd, self.stderr.fd) if fd is not None)
-
     def terminate(self) -> None:
-        for part in (self.stdout, self.stderr):
-            part.stop()
-        self.stdin.close()
+        self._stop_streams()
         self.finished = True
 
 

@@ -26,13 +26,18 @@ def bind_address(address: str) -> str:
     return "127.0.0.1" if address in ("", "localhost") else address
 
 
+OnConnection = Callable[["Listener", socket.socket, tuple[str, int]], None]
+
+
 class Listener:
     """A listening socket polled with the client's session; accepted connections are handed
-    to ``on_connection(sock, peer)`` (from the poll, so the handler only queues them)."""
+    to ``on_connection(listener, sock, peer)`` (from the poll, so the handler only queues
+    them).  ``address`` is the bind address the client asked for (``""`` for the agent)."""
 
-    def __init__(self, sock: socket.socket, event: SessionEvent,
-                 on_connection: Callable[[socket.socket, tuple[str, int]], None],
-                 *, path: str | None = None, directory: str | None = None) -> None:
+    def __init__(self, sock: socket.socket, event: SessionEvent, on_connection: OnConnection,
+                 *, address: str = "", path: str | None = None,
+                 directory: str | None = None) -> None:
+        self.address = address
         self.sock = sock
         self.event = event
         self.on_connection = on_connection
@@ -45,7 +50,7 @@ class Listener:
 
     @classmethod
     def tcp(cls, address: str, port: int, event: SessionEvent,
-            on_connection: Callable[[socket.socket, tuple[str, int]], None]) -> Listener:
+            on_connection: OnConnection) -> Listener:
         """Listen on ``address:port`` (0: a free port); OSError if it cannot be bound."""
         host = bind_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -54,14 +59,13 @@ class Listener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
             sock.listen(64)
-            return cls(sock, event, on_connection)
+            return cls(sock, event, on_connection, address=address)
         except BaseException:
             sock.close()
             raise
 
     @classmethod
-    def agent(cls, event: SessionEvent,
-              on_connection: Callable[[socket.socket, tuple[str, int]], None]) -> Listener:
+    def agent(cls, event: SessionEvent, on_connection: OnConnection) -> Listener:
         """A Unix socket for ``SSH_AUTH_SOCK``: mode 0600 in a private (0700) temporary
         directory, both removed by :meth:`close`."""
         directory = tempfile.mkdtemp(prefix="demo-server-agent-")
@@ -93,7 +97,7 @@ class Listener:
                 return  # out of fds: the connection waits in the backlog for the next poll
             if self.path is not None:
                 peer = ("", 0)  # a Unix socket peer has no address
-            self.on_connection(conn, (str(peer[0]), int(peer[1])))
+            self.on_connection(self, conn, (str(peer[0]), int(peer[1])))
 
     def close(self) -> None:
         """Stop listening; idempotent.  Connections already accepted go on."""
