@@ -20,18 +20,14 @@ import asyncssh
 import paramiko
 import pytest
 from conftest import SSH_OPTS, process_gone, stop_process, wait_for
-from test_demo_cli import cli, read_ready_line, run_cli, running_cli
+from test_demo_cli import cli, keygen, read_ready_line, run_cli, running_cli
+from test_demo_openssh import password_ssh as openssh_password_argv
+from test_demo_openssh import run
 
 from pylibssh_server import SshKey, SshKeyError
 from pylibssh_server.demo import DemoServer
 
 TIMEOUT = 30
-
-
-def keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "t", "-f", str(path)],
-                   check=True, timeout=TIMEOUT, capture_output=True)
-    return path
 
 
 def key_ssh(port: int, identity: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,11 +40,7 @@ def key_ssh(port: int, identity: Path, *args: str) -> subprocess.CompletedProces
 
 
 def password_ssh(server: DemoServer, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = ["sshpass", "-p", str(server.password), "ssh", *SSH_OPTS,
-            "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
-            "-p", str(server.port), "u@127.0.0.1", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL)
+    return run(openssh_password_argv(server, str(server.password), *args))
 
 
 def arun(coro: Any) -> Any:

@@ -36,13 +36,11 @@ _SERVED_METHODS = (AuthMethod.NONE | AuthMethod.PASSWORD | AuthMethod.PUBLICKEY
                    | AuthMethod.INTERACTIVE)
 
 
-def _check_type(name: str, value: object, types: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) and types is int:
-        types = ()  # True is an int, but never a port
-    if not isinstance(value, types):
-        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else
-                                                 (types,))) or "int"
-        raise TypeError(f"{name} must be {names}, not {type(value).__name__}")
+def _check_type(name: str, value: object, *types: type) -> None:
+    """TypeError unless ``value`` is one of ``types`` (True is an int, but never a port)."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, "
+                        f"not {type(value).__name__}")
 
 
 def _positive(name: str, value: int | None, default: int) -> int:
@@ -162,9 +160,9 @@ class DemoServer:
     ) -> None:
         _check_type("port", port, int)
         _check_type("host", host, str)
-        _check_type("password", password, (str, type(None)))
-        _check_type("authorized_keys", authorized_keys, (str, os.PathLike, list, tuple, set,
-                                                         frozenset, SshKey))
+        _check_type("password", password, str, type(None))
+        _check_type("authorized_keys", authorized_keys, str, os.PathLike, list, tuple, set,
+                    frozenset, SshKey)
         if forward_allow is not None and not callable(forward_allow):
             raise TypeError(f"forward_allow must be callable, not {type(forward_allow).__name__}")
         if command_env is not None and not all(
