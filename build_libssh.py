@@ -300,6 +300,7 @@ typedef struct ssh_channel_callbacks_struct *ssh_channel_callbacks;
 int ssh_set_server_callbacks(ssh_session session, ssh_server_callbacks cb);
 int ssh_set_callbacks(ssh_session session, ssh_callbacks cb);
 int ssh_set_channel_callbacks(ssh_channel channel, ssh_channel_callbacks cb);
+int ssh_add_channel_callbacks(ssh_channel channel, ssh_channel_callbacks cb);
 int ssh_remove_channel_callbacks(ssh_channel channel, ssh_channel_callbacks cb);
 void ssh_set_message_callback(ssh_session session, ssh_message_callback ssh_bind_message_callback,
                               void *data);
@@ -328,6 +329,48 @@ int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, in
 int pylibssh_session_state(ssh_session session);
 int pylibssh_message_x11(ssh_message msg, int *single_connection, const char **protocol,
                          int *screen);
+/* ---- fd pipes: channel data to an fd, an fd into a channel (pylibssh_server/pipe.py) ---- */
+#define PYLIBSSH_PIPE_BLOCKED ...
+#define PYLIBSSH_PIPE_BACKLOG ...
+#define PYLIBSSH_PIPE_ERROR ...
+#define PYLIBSSH_PIPE_EOF ...
+#define PYLIBSSH_PIPE_STALLED ...
+#define PYLIBSSH_PIPE_OVERFLOW ...
+#define PYLIBSSH_PIPE_PAUSED ...
+#define PYLIBSSH_PIPE_DEAD ...
+struct pylibssh_sink {
+    struct ssh_channel_callbacks_struct cb;
+    int fd;
+    int flags;
+    int err;
+    size_t len;
+    size_t limit;
+    uint32_t overflow;
+    unsigned long long bytes;
+    int *stop;
+    ...;
+};
+struct pylibssh_pump {
+    int fd;
+    int flags;
+    int err;
+    int is_stderr;
+    ssh_channel channel;
+    unsigned long long bytes;
+    long long *unflushed;
+    long long out_limit;
+    int *stop;
+    ...;
+};
+void pylibssh_sink_init(struct pylibssh_sink *p, int fd, int is_socket);
+int pylibssh_sink_attach(struct pylibssh_sink *p, ssh_channel channel);
+int pylibssh_sink_detach(struct pylibssh_sink *p, ssh_channel channel);
+int pylibssh_sink_drain(struct pylibssh_sink *p, ssh_channel channel);
+int pylibssh_sink_writable(socket_t fd, int revents, void *userdata);
+int pylibssh_sink_shutdown(struct pylibssh_sink *p);
+void pylibssh_sink_release(struct pylibssh_sink *p);
+int pylibssh_pump_ready(socket_t fd, int revents, void *userdata);
+int pylibssh_pump_unstall(struct pylibssh_pump *p);
 """
 
 CDEF_TRAMPOLINES = """
@@ -479,6 +522,369 @@ static int pylibssh_session_state(ssh_session session)
         state |= PYLIBSSH_SESSION_FATAL;
     }
     return state;
+}
+
+/* ---- fd pipes (pylibssh_server/pipe.py) ----
+ * A sink writes a channel's data to an fd from libssh's data callback; a pump reads an fd into
+ * a channel from an ssh_event fd callback.  Both run inside ssh_event_dopoll on the thread that
+ * holds the session's lock, and never change the event or free anything: what needs Python (a
+ * blocked fd to poll for POLLOUT, a stalled window, EOF, an error) is a flag, and *stop ends
+ * the poll batch so Python sees it at once.  PYLIBSSH_PIPE_DEAD (set by Python under the lock)
+ * means: never touch the fd or the channel again. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#define PYLIBSSH_PIPE_BLOCKED 1    /* sink: bytes wait in its buffer for the fd */
+#define PYLIBSSH_PIPE_BACKLOG 2    /* sink: libssh holds channel data the sink had no room for */
+#define PYLIBSSH_PIPE_ERROR 4      /* the fd failed (errno in err); a sink then discards */
+#define PYLIBSSH_PIPE_EOF 8        /* pump: end of file on the fd */
+#define PYLIBSSH_PIPE_STALLED 16   /* pump: the peer's window or the session's output is full */
+#define PYLIBSSH_PIPE_OVERFLOW 32  /* sink: the peer sent far beyond its window */
+#define PYLIBSSH_PIPE_PAUSED 64    /* set by Python: take nothing (sink), read nothing (pump) */
+#define PYLIBSSH_PIPE_DEAD 128     /* set by Python: detached */
+#define PYLIBSSH_PUMP_CHUNK (256 * 1024)
+
+struct pylibssh_sink {
+    struct ssh_channel_callbacks_struct cb;  /* cb.userdata points back here */
+    int fd;
+    int flags;
+    int err;
+    int is_socket;
+    int draining;              /* inside pylibssh_sink_drain's read: take nothing */
+    char *buf;                 /* what the fd did not take yet, in order */
+    size_t len;
+    size_t cap;
+    size_t limit;              /* the buffer takes packets while it holds less than this */
+    uint32_t overflow;         /* libssh holding more than this: the peer ignores the window */
+    unsigned long long bytes;  /* channel bytes taken (written, buffered or discarded) */
+    int *stop;                 /* the SessionEvent's end-of-batch flag */
+};
+
+struct pylibssh_pump {
+    int fd;
+    int flags;
+    int err;
+    int is_stderr;
+    ssh_channel channel;
+    unsigned long long bytes;  /* bytes written to the channel */
+    long long *unflushed;      /* the session's bytes handed to libssh since its output drained */
+    long long out_limit;
+    int *stop;
+    int busy;                  /* inside ssh_channel_write, whose nested poll may call us */
+    size_t off;                /* buf[off, off + len) was read but not taken by libssh yet */
+    size_t len;
+    char buf[PYLIBSSH_PUMP_CHUNK];
+};
+
+/* Write what the fd takes now: the count, or -1 once it failed (flags and err set). */
+static ssize_t pylibssh_sink_write(struct pylibssh_sink *p, const char *data, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = p->is_socket ? send(p->fd, data + done, len - done, MSG_NOSIGNAL)
+                                 : write(p->fd, data + done, len - done);
+        if (n > 0) {
+            done += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            p->err = n < 0 ? errno : EPIPE;
+            p->flags |= PYLIBSSH_PIPE_ERROR;
+            p->len = 0;
+            return -1;
+        }
+    }
+    return (ssize_t)done;
+}
+
+static int pylibssh_sink_reserve(struct pylibssh_sink *p, size_t need)
+{
+    size_t cap = p->cap ? p->cap : 65536;
+    char *buf;
+
+    if (need <= p->cap) {
+        return 0;
+    }
+    while (cap < need) {
+        cap *= 2;
+    }
+    buf = realloc(p->buf, cap);
+    if (buf == NULL) {
+        return -1;
+    }
+    p->buf = buf;
+    p->cap = cap;
+    return 0;
+}
+
+/* Write buffered bytes: 0 once the buffer is empty, 1 while bytes remain, -1 on an error. */
+static int pylibssh_sink_flush(struct pylibssh_sink *p)
+{
+    ssize_t n;
+
+    if (p->len > 0 && p->fd >= 0 && !(p->flags & PYLIBSSH_PIPE_ERROR)) {
+        n = pylibssh_sink_write(p, p->buf, p->len);
+        if (n < 0) {
+            p->flags &= ~PYLIBSSH_PIPE_BLOCKED;
+            return -1;
+        }
+        memmove(p->buf, p->buf + n, p->len - (size_t)n);
+        p->len -= (size_t)n;
+    } else if (p->fd < 0 || (p->flags & PYLIBSSH_PIPE_ERROR)) {
+        p->len = 0;
+    }
+    if (p->len > 0) {
+        p->flags |= PYLIBSSH_PIPE_BLOCKED;
+        return 1;
+    }
+    p->flags &= ~PYLIBSSH_PIPE_BLOCKED;
+    return 0;
+}
+
+/* libssh's data callback: the count it returns is consumed; the rest stays in libssh, whose
+ * window then grows no further. */
+static int pylibssh_sink_data(ssh_session session, ssh_channel channel, void *data,
+                              uint32_t len, int is_stderr, void *userdata)
+{
+    struct pylibssh_sink *p = userdata;
+    int before = p->flags;
+    size_t taken = 0, room;
+
+    (void)session; (void)channel; (void)is_stderr;
+    if (p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED)) {
+        return 0;
+    }
+    if (p->draining) {
+        p->flags |= PYLIBSSH_PIPE_BACKLOG;
+        return 0;
+    }
+    if (len > p->overflow) {
+        p->flags |= PYLIBSSH_PIPE_OVERFLOW;
+        *p->stop = 1;
+        return 0;
+    }
+    if (p->fd < 0 || (p->flags & PYLIBSSH_PIPE_ERROR) ||
+        (p->len > 0 && pylibssh_sink_flush(p) < 0)) {
+        p->bytes += len;  /* the reader is gone: discard, as a closed pipe would */
+        if (!(before & PYLIBSSH_PIPE_ERROR) && (p->flags & PYLIBSSH_PIPE_ERROR)) {
+            *p->stop = 1;
+        }
+        return (int)len;
+    }
+    if (p->len == 0) {
+        ssize_t n = pylibssh_sink_write(p, data, len);
+        if (n < 0) {
+            *p->stop = 1;
+            p->bytes += len;
+            return (int)len;
+        }
+        taken = (size_t)n;
+        if (taken == len) {
+            p->bytes += len;
+            return (int)len;
+        }
+    }
+    room = p->len < p->limit ? p->limit - p->len : 0;
+    if (room > len - taken) {
+        room = len - taken;
+    }
+    if (room > 0 && pylibssh_sink_reserve(p, p->len + room) == 0) {
+        memcpy(p->buf + p->len, (const char *)data + taken, room);
+        p->len += room;
+        taken += room;
+    }
+    if (p->len > 0) {
+        p->flags |= PYLIBSSH_PIPE_BLOCKED;
+    }
+    if (taken < len) {
+        p->flags |= PYLIBSSH_PIPE_BACKLOG;
+    }
+    if (p->flags != before) {
+        *p->stop = 1;  /* an edge: Python polls the fd for POLLOUT */
+    }
+    p->bytes += taken;
+    return (int)taken;
+}
+
+static void pylibssh_sink_init(struct pylibssh_sink *p, int fd, int is_socket)
+{
+    p->cb.size = sizeof(struct ssh_channel_callbacks_struct);
+    p->cb.userdata = p;
+    p->cb.channel_data_function = pylibssh_sink_data;
+    p->fd = fd;
+    p->is_socket = is_socket;
+}
+
+static int pylibssh_sink_attach(struct pylibssh_sink *p, ssh_channel channel)
+{
+    return ssh_add_channel_callbacks(channel, &p->cb);
+}
+
+static int pylibssh_sink_detach(struct pylibssh_sink *p, ssh_channel channel)
+{
+    return ssh_remove_channel_callbacks(channel, &p->cb);
+}
+
+/* The event's fd callback while the sink is blocked: write what the fd takes now. */
+static int pylibssh_sink_writable(socket_t fd, int revents, void *userdata)
+{
+    struct pylibssh_sink *p = userdata;
+
+    (void)fd; (void)revents;
+    if ((p->flags & PYLIBSSH_PIPE_DEAD) || pylibssh_sink_flush(p) <= 0) {
+        *p->stop = 1;  /* drained or failed: Python stops polling, drains libssh's backlog */
+    }
+    return 0;
+}
+
+/* After a poll (not inside one): read everything libssh holds for the channel into the buffer
+ * once there is room, then write what the fd takes.  All of it: libssh 0.10 tops the window up
+ * after every read, whatever it still holds.  Returns the bytes read or libssh's error. */
+static int pylibssh_sink_drain(struct pylibssh_sink *p, ssh_channel channel)
+{
+    int held, n;
+
+    if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED)) || p->len >= p->limit) {
+        return 0;
+    }
+    p->flags &= ~PYLIBSSH_PIPE_BACKLOG;
+    held = ssh_channel_poll(channel, 0);
+    if (held <= 0 || (p->flags & PYLIBSSH_PIPE_DEAD)) {
+        return held;
+    }
+    if (pylibssh_sink_reserve(p, p->len + (size_t)held) < 0) {
+        p->flags |= PYLIBSSH_PIPE_BACKLOG;
+        return 0;
+    }
+    p->draining = 1;
+    n = ssh_channel_read_nonblocking(channel, p->buf + p->len, (uint32_t)held, 0);
+    p->draining = 0;
+    if (n > 0) {
+        p->bytes += (unsigned long long)n;
+        p->len += (size_t)n;
+        pylibssh_sink_flush(p);
+    }
+    return n;
+}
+
+/* Shut down the write side of a socket (the peer reads EOF; the fd stays open). */
+static int pylibssh_sink_shutdown(struct pylibssh_sink *p)
+{
+    if (!p->is_socket || p->fd < 0) {
+        return -1;
+    }
+    return shutdown(p->fd, SHUT_WR);
+}
+
+static void pylibssh_sink_release(struct pylibssh_sink *p)
+{
+    free(p->buf);
+    p->buf = NULL;
+    p->len = p->cap = 0;
+}
+
+static int pylibssh_pump_congested(struct pylibssh_pump *p)
+{
+    if (ssh_get_poll_flags(ssh_channel_get_session(p->channel)) & SSH_WRITE_PENDING) {
+        return *p->unflushed >= p->out_limit;
+    }
+    *p->unflushed = 0;
+    return 0;
+}
+
+/* The event's fd callback: read what the peer's window allows and write it to the channel.
+ * Reads never exceed the window, so libssh takes every byte and none is held here for long. */
+static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
+{
+    struct pylibssh_pump *p = userdata;
+    int round;
+
+    (void)fd; (void)revents;
+    if (p->busy) {
+        return 0;  /* re-entered from our own write's flush: the outer call goes on */
+    }
+    for (round = 0; round < 4; round++) {
+        uint32_t window;
+        size_t want = 0;
+        int n;
+
+        if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
+                         PYLIBSSH_PIPE_ERROR | PYLIBSSH_PIPE_STALLED)) || p->channel == NULL) {
+            *p->stop = 1;  /* Python takes the fd out of the poll */
+            return 0;
+        }
+        window = ssh_channel_window_size(p->channel);
+        if (window == 0 || pylibssh_pump_congested(p)) {
+            p->flags |= PYLIBSSH_PIPE_STALLED;
+            continue;
+        }
+        if (p->len == 0) {
+            ssize_t r;
+
+            want = window < PYLIBSSH_PUMP_CHUNK ? window : PYLIBSSH_PUMP_CHUNK;
+            r = read(p->fd, p->buf, want);
+            if (r == 0) {
+                p->flags |= PYLIBSSH_PIPE_EOF;
+                continue;
+            }
+            if (r < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    return 0;
+                }
+                p->err = errno;
+                p->flags |= PYLIBSSH_PIPE_ERROR;
+                continue;
+            }
+            p->off = 0;
+            p->len = (size_t)r;
+        }
+        /* The write flushes through a nested poll: callbacks may run, and one may detach us. */
+        p->busy = 1;
+        n = (p->is_stderr ? ssh_channel_write_stderr : ssh_channel_write)(
+            p->channel, p->buf + p->off, (uint32_t)(p->len < window ? p->len : window));
+        p->busy = 0;
+        if (n < 0) {
+            p->flags |= PYLIBSSH_PIPE_ERROR;
+            p->len = 0;
+            continue;
+        }
+        p->off += (size_t)n;
+        p->len -= (size_t)n;
+        p->bytes += (unsigned long long)n;
+        *p->unflushed += n;
+        if (n == 0) {
+            p->flags |= PYLIBSSH_PIPE_STALLED;
+            continue;
+        }
+        if (p->len > 0 || (size_t)n < want) {
+            return 0;  /* the fd had less than asked for: wait for the next POLLIN */
+        }
+    }
+    return 0;
+}
+
+/* After a poll: clear STALLED once the window and the session's output have room again
+ * (1: cleared, the fd can be polled again). */
+static int pylibssh_pump_unstall(struct pylibssh_pump *p)
+{
+    if (!(p->flags & PYLIBSSH_PIPE_STALLED) || p->channel == NULL ||
+        (p->flags & PYLIBSSH_PIPE_DEAD)) {
+        return 0;
+    }
+    if (ssh_channel_window_size(p->channel) == 0 || pylibssh_pump_congested(p)) {
+        return 0;
+    }
+    p->flags &= ~PYLIBSSH_PIPE_STALLED;
+    return 1;
 }
 """
 

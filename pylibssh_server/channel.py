@@ -14,6 +14,7 @@ from pylibssh_server.errors import LibSSHError, get_error
 
 if TYPE_CHECKING:
     from pylibssh_server.callbacks import ChannelCallbacks
+    from pylibssh_server.pipe import ChannelPump, ChannelSink
     from pylibssh_server.session import Session
 
 __all__ = ["SshChannel"]
@@ -91,6 +92,7 @@ class SshChannel(Handle):
             # until the peer confirms or refuses (None: no open in progress).
             self._opening: Callable[[Any], int] | None = None
             self.open_error: str | None = None
+            self._pipes: list[ChannelSink | ChannelPump] = []
             session._register_channel(self)
 
     # ---- helpers ------------------------------------------------------------------------
@@ -124,6 +126,95 @@ class SshChannel(Handle):
                 raise LibSSHError("ssh_set_channel_callbacks failed",
                                   function="ssh_set_channel_callbacks", code=rc)
             self._callbacks = callbacks
+            self._sync_data_hook()
+
+    # ---- fd pipes (pipe.py) -------------------------------------------------------------
+    def pipe_to(self, fd: int, *, owned: bool = False, limit: int | None = None) -> ChannelSink:
+        """Write the channel's incoming data to ``fd`` in C, without Python per packet.
+
+        A libssh data callback written in C (``ssh_add_channel_callbacks``) writes each
+        packet to the fd; ``on_data`` is not called while the sink is attached.  What the fd
+        does not take waits in a buffer of at most ``limit`` bytes (1 MiB); beyond that the
+        data stays in libssh and the window stops growing.  Call the sink's ``service()``
+        after every ``SessionEvent.dopoll``.
+
+        Args:
+            fd: where the data goes (a pipe, socket, pty...); set non-blocking.
+            owned: True hands ``fd`` itself to the sink, which closes it; False (default)
+                makes the sink use (and close) its own ``dup``, so the caller may close
+                ``fd`` whenever it likes.
+            limit: the sink's buffer bound in bytes.
+
+        Returns:
+            The :class:`~pylibssh_server.pipe.ChannelSink`; ``close()`` it (from any thread)
+            to stop.  Closing or freeing the channel closes it too.
+
+        Raises:
+            ValueError: the channel is closed, or its session is blocking or has no
+                ``SessionEvent``.
+        """
+        from pylibssh_server.pipe import SINK_LIMIT, ChannelSink
+
+        return ChannelSink(self, fd, owned=owned, limit=SINK_LIMIT if limit is None else limit)
+
+    def pipe_from(self, fd: int, *, stderr: bool = False, owned: bool = False) -> ChannelPump:
+        """Send what ``fd`` yields as channel data (stderr: extended data) in C.
+
+        The fd is polled by the session's ``SessionEvent`` with a C callback that reads at
+        most the peer's window and writes it with ``ssh_channel_write``; with the window
+        full it stalls until the peer makes room.  Call the pump's ``service()`` after every
+        ``SessionEvent.dopoll``; once its ``ended`` is true (end of file or an error) send
+        EOF or close as the protocol needs.  ``send_eof()``, ``close()`` and ``abort()``
+        close the channel's pumps first: nothing is sent after them.  Do not mix ``write()``
+        with a pump on the same stream: their bytes could interleave.
+
+        Args:
+            fd: the source (a pipe, socket, pty...); set non-blocking.
+            stderr: send as extended data (``ssh_channel_write_stderr``).
+            owned: as for :meth:`pipe_to`.
+
+        Returns:
+            The :class:`~pylibssh_server.pipe.ChannelPump`; ``close()`` stops it (any
+            thread).
+
+        Raises:
+            ValueError: as for :meth:`pipe_to`.
+        """
+        from pylibssh_server.pipe import ChannelPump
+
+        return ChannelPump(self, fd, stderr=stderr, owned=owned)
+
+    def _add_pipe(self, pipe: ChannelSink | ChannelPump) -> None:
+        self._pipes.append(pipe)
+        self._sync_data_hook()
+
+    def _forget_pipe(self, pipe: ChannelSink | ChannelPump) -> None:
+        if pipe in self._pipes:
+            self._pipes.remove(pipe)
+        self._sync_data_hook()
+
+    def _sync_data_hook(self) -> None:
+        """The Python data trampoline is off while a sink takes the data (lock held)."""
+        from pylibssh_server.pipe import ChannelSink
+
+        callbacks = self._callbacks
+        if callbacks is None:
+            return
+        sinking = any(isinstance(p, ChannelSink) for p in self._pipes)
+        on = callbacks.hooks["on_data"] is not None and not sinking
+        callbacks._struct.channel_data_function = \
+            lib._channel_data_function_cb if on else ffi.NULL
+
+    def _close_pumps(self) -> None:
+        from pylibssh_server.pipe import ChannelPump
+
+        for pipe in list(self._pipes):
+            if isinstance(pipe, ChannelPump):
+                pipe._close_locked()
+
+    def _close_pipes(self) -> None:
+        for pipe in list(self._pipes):
+            pipe._close_locked()
 
     # ---- output -------------------------------------------------------------------------
     @_postable(check=lambda channel: channel._live(),
@@ -163,6 +254,7 @@ class SshChannel(Handle):
         """Send EOF after the queued output (``ssh_channel_send_eof``)."""
         with self._lock:
             self._live()
+            self._close_pumps()  # nothing may follow the EOF
             if not self._eof_queued:
                 self._eof_queued = True
                 self._queue.append(("eof", None))
@@ -362,6 +454,8 @@ class SshChannel(Handle):
             self._release_unopened(ptr)
 
     def _release_unopened(self, ptr: Any) -> None:
+        for pipe in list(self._pipes):
+            pipe._before_free(ptr)
         if self._callbacks is not None:
             lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
             self._callbacks = None
@@ -464,6 +558,7 @@ class SshChannel(Handle):
         with self._lock:
             if self._closing or self._ptr is None:
                 return
+            self._close_pipes()  # no fd is written or read for a closing channel
             self._closing = True
             self._queue.append(("close", None))
             if self._session._in_callback():
@@ -481,6 +576,7 @@ class SshChannel(Handle):
         with self._lock:
             if self._ptr is None:
                 return
+            self._close_pipes()
             self._queue.clear()
             self._pending = 0
             self._closing = True
@@ -496,6 +592,8 @@ class SshChannel(Handle):
         if ptr is None:
             return
         self._closing = True
+        for pipe in list(self._pipes):
+            pipe._before_free(ptr)
         if self._callbacks is not None:
             lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
         session = self._session
@@ -516,6 +614,9 @@ class SshChannel(Handle):
         self._closing = True
         self._queue.clear()
         self._pending = 0
+        for pipe in self._pipes:
+            pipe._session_gone()
+        self._pipes.clear()
 
     def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
         raise AssertionError

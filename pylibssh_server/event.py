@@ -29,15 +29,18 @@ _FATAL = lib.PYLIBSSH_SESSION_FATAL
 class _FdRegistration:
     """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
 
-    def __init__(self, event: SessionEvent, fd: int, handler: FdHandler) -> None:
+    def __init__(self, event: SessionEvent, fd: int, handler: FdHandler | None,
+                 native: tuple[Any, Any] | None = None) -> None:
         self.event = event
         self.fd = fd
         self.handler = handler
         self.handle = ffi.new_handle(self)
         self.active = True
+        # A C callback and its userdata (kept alive here) instead of the Python trampoline.
+        self.callback, self.userdata = native or (lib._event_fd_cb, self.handle)
 
     def fire(self, fd: int, revents: int) -> None:
-        if not self.active:
+        if not self.active or self.handler is None:
             return
         event = self.event
         session = event._session
@@ -147,6 +150,18 @@ class SessionEvent(Handle):
             self._fds[fd] = registration
             self._schedule(("add", registration, events))
 
+    def _add_native_fd(self, fd: int, events: int, callback: Any, userdata: Any) -> None:
+        """Like :meth:`add_fd`, with a C ``ssh_event_callback`` (``callback(fd, revents,
+        userdata)``) instead of a Python handler; ``userdata`` is kept alive until the fd
+        is removed (see pipe.py)."""
+        with self._lock:
+            self._c  # noqa: B018 - raises ValueError if closed
+            if fd in self._fds:
+                raise ValueError(f"fd {fd} is already in this SessionEvent")
+            registration = _FdRegistration(self, fd, None, (callback, userdata))
+            self._fds[fd] = registration
+            self._schedule(("add", registration, events))
+
     def remove_fd(self, fd: int) -> None:
         """Stop polling ``fd`` (``ssh_event_remove_fd``); the handler is not called again.
 
@@ -190,8 +205,8 @@ class SessionEvent(Handle):
             lib.ssh_event_remove_fd(ptr, fd)
         if not registration.active:
             return
-        if lib.ssh_event_add_fd(ptr, fd, events, lib._event_fd_cb,
-                                registration.handle) != lib.SSH_OK:
+        if lib.ssh_event_add_fd(ptr, fd, events, registration.callback,
+                                registration.userdata) != lib.SSH_OK:
             registration.active = False
             if self._fds.get(fd) is registration:
                 del self._fds[fd]

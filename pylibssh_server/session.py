@@ -102,7 +102,17 @@ class Session(Handle):
         self.peer: tuple[str, int] | None = None
         self.auth_attempts = 0
         self._blocking = True
-        self._out_unflushed = 0  # see SshChannel._flush_queue
+        # Bytes handed to libssh's output buffer since it last drained (see
+        # SshChannel._flush_queue), in C memory: the C pumps of pipe.py count into it too.
+        self._out_counter = ffi.new("long long *")
+
+    @property
+    def _out_unflushed(self) -> int:
+        return int(self._out_counter[0])
+
+    @_out_unflushed.setter
+    def _out_unflushed(self, value: int) -> None:
+        self._out_counter[0] = value
 
     # ---- driving protocol ---------------------------------------------------------------
     def _in_callback(self) -> bool:

@@ -240,6 +240,10 @@ class DemoClient:
                 handler.service()
             except ValueError:
                 handler.terminate()  # its channel is gone
+            if handler.input_overflow() and not handler.finished:
+                # Seen by a C sink (the Python path checks in _data_room).
+                handler.terminate()
+                self._beyond_window(f"more than {MAX_UNREAD_INPUT} bytes")
             if handler.finished:
                 self._handlers.remove(handler)
                 self._bytes_in_done += handler.bytes_in
@@ -618,14 +622,17 @@ class DemoClient:
         if self._draining:
             return 0  # stopping: what libssh still holds was never accepted
         if available > MAX_UNREAD_INPUT:
-            logger.warning("client %s: sends beyond its channel window (%d bytes unread): "
-                           "disconnecting", self.id, available)
-            self.log("protocol_error", f"{available} bytes sent beyond the channel window")
-            self.session.disconnect()  # deferred until the poll returns
+            self._beyond_window(f"{available} bytes")
             return 0
         if handler is None:
             return available  # no command yet: nobody reads stdin, discard
         return handler.data_room(available)
+
+    def _beyond_window(self, unread: str) -> None:
+        logger.warning("client %s: sends beyond its channel window (%s unread): "
+                       "disconnecting", self.id, unread)
+        self.log("protocol_error", f"{unread} sent beyond the channel window")
+        self.session.disconnect()  # deferred until the poll returns
 
     def _on_data(self, state: _SessionChannel, data: bytes) -> int:
         if state.handler is None:

@@ -10,6 +10,11 @@ between bounded buffers.  Flow control in both directions:
 - from the client, a handler consumes at most its free buffer space; what it leaves stays in
   libssh, whose window then stops growing, and is read back with ``read_nonblocking`` once the
   buffer drains.
+
+Commands (pipes and ptys), direct-tcpip, reverse and agent forwards move their bytes in C by
+default (``SshChannel.pipe_to``/``pipe_from``: the same bounds, no Python per packet);
+``native=False`` on a handler, or ``PYLIBSSH_DEMO_DATA_PATH=python`` for every channel, selects
+the Python path (``on_data`` and Python fd handlers) described above.
 """
 
 from __future__ import annotations
@@ -43,6 +48,16 @@ READ_SIZE = 64 << 10
 #: A child's output pipe is enlarged to this, and read this much at a time: a fast producer
 #: then costs one Python round trip (read, channel write) per 256 KiB instead of per 64 KiB.
 PUMP_PIPE_SIZE = 256 << 10
+#: ``PYLIBSSH_DEMO_DATA_PATH=python``: every channel takes the Python data path.
+DATA_PATH_ENV = "PYLIBSSH_DEMO_DATA_PATH"
+
+
+def native_data_path(native: bool | None = None) -> bool:
+    """Whether a new channel's bytes move in C: ``native`` if given, else True unless
+    ``PYLIBSSH_DEMO_DATA_PATH=python``."""
+    if native is not None:
+        return native
+    return os.environ.get(DATA_PATH_ENV, "c").strip().lower() != "python"
 
 # Signals named in "exit-signal" as RFC 4254 spells them (no SIG prefix).
 _SIGNAL_NAMES = {
@@ -120,6 +135,10 @@ class ChannelHandler:
         """True while client data taken earlier is still on its way out."""
         return False
 
+    def input_overflow(self) -> bool:
+        """True once the client sent far beyond its window (seen by a C sink)."""
+        return False
+
     def terminate(self) -> None:
         """Release every resource (processes, fds) at once; idempotent."""
         self.finished = True
@@ -133,6 +152,14 @@ class ChannelHandler:
         return False
 
 
+def _enlarge_pipe(fd: int) -> None:
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        # The capacity counts against the user's pipe-user-pages-soft; past it the kernel
+        # refuses (EPERM) and the pipe keeps its default size.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PUMP_PIPE_SIZE)
+
+
 class _Pump:
     """One fd polled for reading into the channel, paused while the channel is congested."""
 
@@ -144,11 +171,7 @@ class _Pump:
         self.on_end = on_end
         self.polled = False
         os.set_blocking(fd, False)
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            # The capacity counts against the user's pipe-user-pages-soft; past it the kernel
-            # refuses (EPERM) and the pipe keeps its default size.
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PUMP_PIPE_SIZE)
+        _enlarge_pipe(fd)
         self.resume()
 
     def _ready(self, fd: int, revents: int) -> None:
@@ -271,6 +294,100 @@ class _PipeSink(_Sink):
         self.close()
 
 
+class _CPump:
+    """A :class:`_Pump` whose bytes move in C (``SshChannel.pipe_from``): Python sees only
+    the end of the fd (and the window's edges, in ``service()``)."""
+
+    def __init__(self, handler: ChannelHandler, fd: int, on_end: Callable[[], None], *,
+                 stderr: bool = False) -> None:
+        self.handler = handler
+        self.on_end = on_end
+        try:
+            _enlarge_pipe(fd)
+            self.pipe = handler.channel.pipe_from(fd, stderr=stderr, owned=True)
+        except BaseException:
+            _close_fd(fd)
+            raise
+        self.fd: int | None = fd
+
+    def pause(self) -> None:
+        if self.fd is not None:
+            self.pipe.pause()
+
+    def resume(self) -> None:
+        if self.fd is not None:
+            self.pipe.resume()
+
+    def service(self) -> None:
+        if self.fd is None:
+            return
+        self.pipe.service()
+        if self.pipe.ended or self.pipe.closed:  # closed: its channel is closing
+            self.stop()
+            self.on_end()
+
+    def stop(self) -> None:
+        if self.fd is not None:
+            self.fd = None
+            self.pipe.close()
+
+
+class _CSink:
+    """A :class:`_Sink` whose bytes move in C (``SshChannel.pipe_to``, same bound): the
+    handler's ``service()`` calls ``service()`` here, which handles the edges."""
+
+    def __init__(self, handler: ChannelHandler, fd: int, on_error: Callable[[], None]) -> None:
+        self.handler = handler
+        self.on_error = on_error
+        self.eof = False
+        try:
+            self.pipe = handler.channel.pipe_to(fd, owned=True, limit=INPUT_LIMIT)
+        except BaseException:
+            _close_fd(fd)
+            raise
+        self.fd: int | None = fd
+
+    @property
+    def buffer(self) -> int:
+        """Bytes waiting for the fd (the Python sink's buffer length)."""
+        return self.pipe.buffered if self.fd is not None else 0
+
+    @property
+    def backlog(self) -> bool:
+        return self.fd is not None and self.pipe.backlog
+
+    def room(self) -> int:
+        return INPUT_LIMIT - self.buffer
+
+    def push(self, data: bytes) -> None:
+        """Only reached once the C sink is closed (on_data is off while it is attached):
+        discard, as a closed pipe would."""
+
+    def service(self) -> None:
+        if self.fd is None:
+            return
+        self.pipe.service()
+        if self.pipe.error is not None:
+            self.on_error()
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        if self.fd is not None and self.eof and not self.pipe.buffered and \
+                not self.pipe.backlog:
+            self.finish()
+
+    def finish(self) -> None:
+        """Called once everything taken is through after EOF: close the fd."""
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.fd = None
+            self.pipe.close()
+
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -278,8 +395,38 @@ class _SinkHandler(ChannelHandler):
     """A handler whose client data goes to one :class:`_Sink` (``self.sink``), taking what
     the sink has room for; EOF (``on_eof``) ends the sink once what was taken is through."""
 
-    sink: _Sink
+    sink: _Sink | _CSink
     client_eof = False
+    _bytes_in = 0
+
+    @property  # type: ignore[override]
+    def bytes_in(self) -> int:
+        """Client bytes taken: by the Python hooks, plus those the C sink took."""
+        sink = self.__dict__.get("sink")
+        return self._bytes_in + (sink.pipe.bytes if isinstance(sink, _CSink) else 0)
+
+    @bytes_in.setter
+    def bytes_in(self, value: int) -> None:
+        sink = self.__dict__.get("sink")
+        self._bytes_in = value - (sink.pipe.bytes if isinstance(sink, _CSink) else 0)
+
+    def service(self) -> None:
+        sink = self.sink
+        if isinstance(sink, _CSink):
+            sink.service()  # C drains libssh's backlog itself
+            self.backlogged = sink.backlog
+            return
+        super().service()
+
+    def input_overflow(self) -> bool:
+        sink = self.sink
+        return isinstance(sink, _CSink) and sink.pipe.overflowed
+
+    def end_input(self) -> None:
+        sink = self.sink
+        if isinstance(sink, _CSink) and sink.fd is not None:
+            sink.pipe.pause()  # stopping: what libssh still holds was never accepted
+        self._end_input()
 
     def on_eof(self) -> None:
         self.client_eof = True
@@ -307,7 +454,7 @@ class _SinkHandler(ChannelHandler):
         self.sink.push(data)
         self.bytes_in += len(data)
 
-    def end_input(self) -> None:
+    def _end_input(self) -> None:
         super().end_input()
         self.on_eof()
 
@@ -404,14 +551,39 @@ class _StreamsHandler(_SinkHandler):
 
     terminal: Terminal | None = None
 
+    stdin: _PipeSink | _CSink
+    stdout: _Pump | _CPump
+    stderr: _Pump | _CPump | None
+
     def _attach_streams(self, stdin_fd: int, stdout_fd: int, stderr_fd: int | None, *,
-                        stderr_as_stdout: bool = False) -> None:
+                        stderr_as_stdout: bool = False, native: bool | None = None) -> None:
+        if native_data_path(native):
+            self._attach_native_streams(stdin_fd, stdout_fd, stderr_fd, stderr_as_stdout)
+            return
         self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
                                            self._stdin_broken)
         self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
         self.stderr = None if stderr_fd is None else _Pump(
             self, stderr_fd, lambda d: self.channel.write(d, stderr=not stderr_as_stdout),
             lambda: None)
+
+    def _attach_native_streams(self, stdin_fd: int, stdout_fd: int, stderr_fd: int | None,
+                               stderr_as_stdout: bool) -> None:
+        # Each constructor closes its fd if it fails; the others are closed here.
+        pending = [stdout_fd] + ([] if stderr_fd is None else [stderr_fd])
+        try:
+            self.stdin = self.sink = _CSink(self, stdin_fd, self._stdin_broken)
+            self.stdout = _CPump(self, pending.pop(0), lambda: None)
+            self.stderr = None if stderr_fd is None else _CPump(
+                self, pending.pop(0), lambda: None, stderr=not stderr_as_stdout)
+        except BaseException:
+            for fd in pending:
+                _close_fd(fd)
+            for part in ("stdin", "stdout", "stderr"):
+                obj = self.__dict__.pop(part, None)
+                if obj is not None:
+                    obj.close() if isinstance(obj, _CSink) else obj.stop()
+            raise
 
     def _stdin_broken(self) -> None:
         self.stdin.close()
@@ -451,7 +623,8 @@ class ExecHandler(_StreamsHandler):
     """
 
     def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
-                 env: dict[str, str], terminal: Terminal | None = None) -> None:
+                 env: dict[str, str], terminal: Terminal | None = None, *,
+                 native: bool | None = None) -> None:
         super().__init__(channel, event)
         self.command = command
         self.exit_sent = False
@@ -463,7 +636,7 @@ class ExecHandler(_StreamsHandler):
         else:
             stdin_fd, stdout_fd = self._spawn_on_pty(command, env, terminal)
             stderr_fd = None
-        self._attach_streams(stdin_fd, stdout_fd, stderr_fd)
+        self._attach_streams(stdin_fd, stdout_fd, stderr_fd, native=native)
         self.pidfd: int | None = None
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
@@ -696,16 +869,35 @@ class ForwardHandler(_SinkHandler):
     output, so each direction pauses and resumes on its own.
     """
 
-    def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket) -> None:
+    outbound: _Sink | _CSink
+    inbound: _Pump | _CPump
+
+    def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket, *,
+                 native: bool | None = None) -> None:
         super().__init__(channel, event)
         self.sock = sock
         sock.setblocking(False)
         self.remote_eof = False   # the target closed its sending side
         self.client_eof = False
-        self.outbound = self.sink = _Sink(self, sock.fileno(), sock.send, self._reset,
-                                          close_fd=False)
+        if native_data_path(native):
+            # The sink owns the socket's fd, the pump a dup (each direction on its own).
+            reader = os.dup(sock.fileno())
+            try:
+                self.outbound = self.sink = _CSink(self, sock.detach(), self._reset)
+            except BaseException:
+                _close_fd(reader)
+                raise
+            try:
+                self.inbound = _CPump(self, reader, self._target_eof)
+            except BaseException:
+                self.outbound.close()
+                raise
+        else:
+            self.outbound = self.sink = _Sink(self, sock.fileno(), sock.send, self._reset,
+                                              close_fd=False)
+            self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write,
+                                 self._target_eof)
         self.outbound.finish = self._shutdown_write  # type: ignore[method-assign]
-        self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write, self._target_eof)
 
     def _reset(self) -> None:
         self.terminate()
@@ -713,8 +905,11 @@ class ForwardHandler(_SinkHandler):
             self.channel.abort()
 
     def _shutdown_write(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
+        if isinstance(self.outbound, _CSink):
+            self.outbound.pipe.shutdown_write()
+        else:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
         self._maybe_done()
 
     def _target_eof(self) -> None:
@@ -806,14 +1001,16 @@ class FunctionHandler(_ExitSequence, _StreamsHandler):
 
     def __init__(self, channel: SshChannel, event: SessionEvent, func: Callable[[Process], Any],
                  command: str, env: dict[str, str], terminal: Terminal | None,
-                 on_error: Callable[[BaseException], None]) -> None:
+                 on_error: Callable[[BaseException], None], *,
+                 native: bool | None = None) -> None:
         super().__init__(channel, event)
         self.status: int | None = None
         self.on_error = on_error
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self._attach_streams(in_w, out_r, err_r, stderr_as_stdout=terminal is not None)
+        self._attach_streams(in_w, out_r, err_r, stderr_as_stdout=terminal is not None,
+                             native=native)
         size = None if terminal is None else (terminal.cols, terminal.rows)
         process = Process(command, env, None if terminal is None else terminal.term, size,
                           os.fdopen(in_r, "rb", buffering=0), os.fdopen(out_w, "wb", buffering=0),
@@ -967,8 +1164,8 @@ class OpenedForwardHandler(ForwardHandler):
 
     def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket,
                  start_open: Callable[[SshChannel], bool | None],
-                 on_refused: Callable[[str], None]) -> None:
-        super().__init__(channel, event, sock)
+                 on_refused: Callable[[str], None], *, native: bool | None = None) -> None:
+        super().__init__(channel, event, sock, native=native)
         self.inbound.pause()
         self.opened = False
         self.on_refused = on_refused
