@@ -154,6 +154,15 @@ class _ThreadingServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+@pytest.fixture(params=["c", "python"])
+def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once with the DemoServer's bytes moved in C (``pipe_to``/``pipe_from``,
+    the default) and once forced to the Python path (``PYLIBSSH_DEMO_DATA_PATH=python``).
+    The variable is read per channel, by in-process servers and CLI servers alike."""
+    monkeypatch.setenv("PYLIBSSH_DEMO_DATA_PATH", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def echo_server() -> Iterator[int]:
     """A TCP echo server on 127.0.0.1 (echoes until EOF, then half-closes); yields its port."""

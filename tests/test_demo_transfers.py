@@ -23,6 +23,7 @@ import pytest
 from conftest import SSH_OPTS as BASE_SSH_OPTS
 from conftest import process_gone, wait_for
 
+from pylibssh_server import SshChannel
 from pylibssh_server.demo import DemoServer
 
 Factory = Callable[..., DemoServer]
@@ -82,6 +83,50 @@ def big_data() -> bytes:
     return os.urandom(BIG)
 
 
+
+
+# Every test here runs on both data paths: in C (the default) and forced to Python.
+pytestmark = pytest.mark.usefixtures("data_path")
+
+
+def test_the_selected_data_path_moves_the_bytes(demo_server: DemoServer, data_path: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                echo_server: int) -> None:
+    """An exec and a direct-tcpip channel attach C pipes exactly when the C path is
+    selected, and the bytes arrive either way."""
+    attached: list[str] = []
+    for name in ("pipe_to", "pipe_from"):
+        original = getattr(SshChannel, name)
+
+        def record(self: SshChannel, *args: object, _name: str = name, _f: object = original,
+                   **kwargs: object) -> object:
+            attached.append(_name)
+            return _f(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(SshChannel, name, record)
+    data = os.urandom(3 << 20)
+    with paramiko_client(demo_server) as client:
+        transport = transport_of(client)
+        channel = transport.open_session(timeout=TIMEOUT)
+        channel.settimeout(TIMEOUT)
+        channel.exec_command("cat")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sent = pool.submit(send_all, channel, data)
+            got = drain(channel)
+            sent.result(TIMEOUT)
+        assert channel.recv_exit_status() == 0
+        channel.close()
+        forward = transport.open_channel("direct-tcpip", ("127.0.0.1", echo_server),
+                                         ("127.0.0.1", 0), timeout=TIMEOUT)
+        forward.settimeout(TIMEOUT)
+        forward.sendall(b"ping")
+        forward.shutdown_write()
+        echoed = drain(forward)
+        forward.close()
+    assert got == (sha256(data), len(data))
+    assert echoed == (sha256(b"ping"), 4)
+    expected = ["pipe_to", "pipe_from", "pipe_from", "pipe_to", "pipe_from"]
+    assert sorted(attached) == (sorted(expected) if data_path == "c" else [])
 
 
 # ---- 64 MiB ---------------------------------------------------------------------------------

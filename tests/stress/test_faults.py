@@ -41,6 +41,7 @@ from stress._support import (
 )
 
 
+@pytest.mark.usefixtures("data_path")
 @pytest.mark.parametrize("direction", ["download", "upload"])
 def test_client_killed_mid_transfer(direction: str) -> None:
     """An OpenSSH client SIGKILLed in the middle of a transfer: its command is killed, its
@@ -115,6 +116,7 @@ def _send_until_cut(chan: paramiko.Channel, sent: list[int]) -> None:
             return
 
 
+@pytest.mark.usefixtures("data_path")
 @pytest.mark.parametrize("target", ["forward", "exec"])
 def test_server_stopped_mid_upload_delivers_every_accepted_byte(target: str,
                                                                  tmp_path: Any) -> None:
@@ -168,6 +170,7 @@ def test_server_stopped_mid_upload_delivers_every_accepted_byte(target: str,
            seconds=time.monotonic() - start)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_server_stopped_mid_download_ends_everything() -> None:
     """Stopping the server during ``head -c 4G /dev/zero`` to several clients: each client
     sees the connection end, every thread and command ends promptly."""
@@ -199,6 +202,7 @@ def test_server_stopped_mid_download_ends_everything() -> None:
     record("server stopped mid-download", tried=clients, faults=1, seconds=stop_seconds)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_killed_command_ends_its_channel_only() -> None:
     """A command killed with SIGKILL reports exit-signal KILL on its channel; a second
     command on the same connection keeps running and finishes normally."""
@@ -248,6 +252,7 @@ def _resetting_target() -> tuple[socket.socket, threading.Thread]:
     return listener, thread
 
 
+@pytest.mark.usefixtures("data_path")
 def test_forward_target_reset_closes_that_channel(echo_server: int) -> None:
     """A forward whose target resets the connection is closed; the connection's other
     forwards and new ones keep working."""

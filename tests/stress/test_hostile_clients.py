@@ -119,6 +119,7 @@ def _paramiko_session(transport: paramiko.Transport, window: int, packet: int
     return transport.open_session(window_size=window, max_packet_size=packet, timeout=10)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_zero_window_client_costs_no_cpu_and_bounded_memory() -> None:
     """A client that grants a zero window for endless output: the server sends nothing,
     stops reading the command (which blocks), and does not spin."""
@@ -140,6 +141,7 @@ def test_zero_window_client_costs_no_cpu_and_bounded_memory() -> None:
     record("zero window, endless output", tried=1, before=baseline, after=after)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_tiny_window_and_packets_still_deliver_every_byte() -> None:
     """A 1-byte window and 1-byte packets: slow, but every byte and the exit status come."""
     with cli_server() as server:
@@ -158,6 +160,7 @@ def test_tiny_window_and_packets_still_deliver_every_byte() -> None:
     record("1-byte window and packets", tried=1, sent=501, received=len(out))
 
 
+@pytest.mark.usefixtures("data_path")
 def test_huge_window_client_that_stops_reading() -> None:
     """A client grants a 4 GiB window for ``cat /dev/zero`` and then stops reading (SIGSTOP):
     server memory stays bounded, and stopping the server still ends at once (its send never
@@ -182,6 +185,7 @@ def test_huge_window_client_that_stops_reading() -> None:
            seconds=stop_seconds)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_client_sending_beyond_its_window_is_disconnected() -> None:
     """A client that ignores the server's window is cut off before its data can pile up."""
     with cli_server() as server:
@@ -202,6 +206,7 @@ def test_client_sending_beyond_its_window_is_disconnected() -> None:
     record("sends beyond the window", tried=1, sent=sent, before=baseline, after=after)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_endless_output_to_an_ssh_client_that_never_reads() -> None:
     """``cat /dev/zero`` to an OpenSSH client whose stdout nobody reads: bounded memory, no
     spinning; killing the client kills the command."""
@@ -328,6 +333,7 @@ def test_huge_sftp_reads_and_writes(tmp_path: os.PathLike[str]) -> None:
            after=after)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_fast_client_into_a_slow_command_is_held_by_the_window() -> None:
     """A well-behaved client uploading into a command that reads slowly: the server buffers
     at most its sink plus one window (libssh 0.10 re-opens the window after every read of

@@ -24,6 +24,7 @@ from stress._support import (
 )
 
 
+@pytest.mark.usefixtures("data_path")
 def test_flooding_a_shell_that_never_reads() -> None:
     """A terminal discards what does not fit its line buffer (as any pty does, for sshd
     too), and what it does not take stays in bounded buffers (ours, libssh's, the client's
