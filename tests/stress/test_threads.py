@@ -434,6 +434,106 @@ def look(crew: Crew, rng: random.Random, session: Session, event: SessionEvent,
 
 
 @scenario(rounds=pick(6, 60))
+def scenario_pipes_vs_closers(rng: random.Random, crew: Crew, lab: Lab) -> None:
+    """The C data path under threads: the exec channel's data goes to a pipe (``pipe_to``)
+    and another pipe is pumped into it (``pipe_from``), the fds handed over or dup'd, while
+    a poller polls and services both, a reader and a writer keep the pipes moving, others
+    pause and resume them, and closers close the sink, the pump, the fds we kept, the
+    channel, the session or the event at random moments."""
+    with Bind(key=lab.host_key) as bind:
+        conn = lab.connect(bind)
+        ours: set[int] = set()
+        ours_lock = threading.Lock()
+
+        def close_ours(fd: int) -> None:
+            with ours_lock:
+                if fd not in ours:
+                    return
+                ours.discard(fd)
+            os.close(fd)
+
+        try:
+            channel, session, event = conn.channel, conn.session, conn.event
+            assert channel is not None
+            owned = rng.random() < 0.5
+            to_r, to_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            from_r, from_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            ours.update((to_r, to_w, from_r, from_w))
+            sink = channel.pipe_to(to_w, owned=owned, limit=rng.choice((0, 4096, 1 << 20)))
+            if owned:
+                ours.discard(to_w)
+            pump = channel.pipe_from(from_r, owned=owned, stderr=rng.random() < 0.3)
+            if owned:
+                ours.discard(from_r)
+            serve_pipes(crew, rng, event, (sink, pump))
+            crew.spawn("reader", rng, lambda local: move_pipe(crew, local, to_r, read=True))
+            crew.spawn("writer", rng, lambda local: move_pipe(crew, local, from_w, read=False))
+            crew.spawn("toggler", rng, lambda local: toggle_pipes(crew, local, sink, pump))
+            actions: list[Callable[[], None]] = [sink.close, pump.close]
+            if not owned:
+                actions += [lambda: close_ours(to_w), lambda: close_ours(from_r)]
+            for i in range(rng.randint(1, 2)):
+                picked = rng.choice(actions)
+                crew.spawn(f"pipe-closer{i}", rng,
+                           lambda local, act=picked: (time.sleep(local.uniform(0, 0.2)),
+                                                      crew.safe(act), crew.safe(act)))
+            closers(crew, rng, session, event, [channel])
+            crew.run()
+        finally:
+            conn.close()
+            for fd in list(ours):
+                close_ours(fd)
+
+
+def serve_pipes(crew: Crew, rng: random.Random, event: SessionEvent, pipes: tuple[Any, ...]
+                ) -> None:
+    """A background thread polling ``event`` and servicing ``pipes`` after each poll."""
+    def serve(local: random.Random) -> None:
+        closed_polls = 0
+        for _ in range(5000):
+            if crew.finished.is_set():
+                return
+            if crew.call(event.dopoll, local.choice((0, 0.001, 0.01, None))) is None:
+                closed_polls += 1
+                if closed_polls > 3:
+                    return
+            for pipe in pipes:
+                crew.call(pipe.service)
+    crew.spawn("server", rng, serve, background=True)
+    session = event.session
+    if session is not None:
+        crew.at_finish.append(session.wakeup)
+
+
+def move_pipe(crew: Crew, rng: random.Random, fd: int, *, read: bool) -> None:
+    """Read from (or write random bytes to) our end of a pipe a while; EOF, EPIPE or our fd
+    closed by a closer end it."""
+    for _ in range(rng.randint(50, 400)):
+        try:
+            if read:
+                if os.read(fd, 65536) == b"":
+                    return
+            else:
+                os.write(fd, rng.randbytes(rng.choice((1, 4096, 65536))))
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, OSError):
+            return
+        pause(rng, 0.002)
+
+
+def toggle_pipes(crew: Crew, rng: random.Random, sink: Any, pump: Any) -> None:
+    """Pause and resume the sink and the pump, and read their state."""
+    for _ in range(rng.randint(10, 60)):
+        target = rng.choice((sink, pump))
+        crew.call(rng.choice((target.pause, target.resume)))
+        crew.safe(lambda: (sink.fd, sink.closed, sink.buffered, sink.backlog, sink.bytes,
+                           sink.error, sink.overflowed, pump.ended, pump.stalled, pump.bytes,
+                           pump.error))
+        pause(rng)
+
+
+@scenario(rounds=pick(6, 60))
 def scenario_hooks_close_inside(rng: random.Random, crew: Crew, lab: Lab) -> None:
     """Hooks (auth, channel open, exec, data, EOF, close, the message callback) close the
     session, channel or event from inside the callback while other threads close them too;
