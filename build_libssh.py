@@ -528,8 +528,9 @@ static int pylibssh_session_state(ssh_session session)
  * A sink writes a channel's data to an fd from libssh's data callback; a pump reads an fd into
  * a channel from an ssh_event fd callback.  Both run inside ssh_event_dopoll on the thread that
  * holds the session's lock, and never change the event or free anything: what needs Python (a
- * blocked fd to poll for POLLOUT, a stalled window, EOF, an error) is a flag, and *stop ends
- * the poll batch so Python sees it at once.  PYLIBSSH_PIPE_DEAD (set by Python under the lock)
+ * blocked fd to poll for POLLOUT, a stalled window, EOF, an error) is a flag that the owner's
+ * service() reads after the poll; *stop ends the poll batch early where waiting for its end
+ * would spin (an fd that stays ready) or lose time (EOF, errors).  PYLIBSSH_PIPE_DEAD (set by Python under the lock)
  * means: never touch the fd or the channel again. */
 #include <errno.h>
 #include <stdlib.h>
@@ -705,9 +706,8 @@ static int pylibssh_sink_data(ssh_session session, ssh_channel channel, void *da
     if (taken < len) {
         p->flags |= PYLIBSSH_PIPE_BACKLOG;
     }
-    if (p->flags != before) {
-        *p->stop = 1;  /* an edge: Python polls the fd for POLLOUT */
-    }
+    /* No *stop here: the next packets flush first, and service() after the batch polls the
+     * fd for POLLOUT (ending batches at each such edge costs more than it saves). */
     p->bytes += taken;
     return (int)taken;
 }
