@@ -530,8 +530,8 @@ static int pylibssh_session_state(ssh_session session)
  * holds the session's lock, and never change the event or free anything: what needs Python (a
  * blocked fd to poll for POLLOUT, a stalled window, EOF, an error) is a flag that the owner's
  * service() reads after the poll; *stop ends the poll batch early where waiting for its end
- * would spin (an fd that stays ready) or lose time (EOF, errors).  PYLIBSSH_PIPE_DEAD (set by Python under the lock)
- * means: never touch the fd or the channel again. */
+ * would spin (an fd that stays ready) or lose time (EOF, errors).  PYLIBSSH_PIPE_DEAD (set
+ * by Python under the lock) means: never touch the fd or the channel again. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
