@@ -554,7 +554,8 @@ struct pylibssh_sink {
     int flags;
     int err;
     int is_socket;
-    int draining;              /* inside pylibssh_sink_drain's read: take nothing */
+    int draining;              /* inside pylibssh_sink_drain's read (which polls on 0.11+, so
+                                * our callbacks can run): take nothing, write nothing */
     char *buf;                 /* what the fd did not take yet, in order */
     size_t len;
     size_t cap;
@@ -629,6 +630,9 @@ static int pylibssh_sink_flush(struct pylibssh_sink *p)
 {
     ssize_t n;
 
+    if (p->draining) {
+        return p->len > 0;  /* libssh is copying into buf + len: leave the buffer alone */
+    }
     if (p->len > 0 && p->fd >= 0 && !(p->flags & PYLIBSSH_PIPE_ERROR)) {
         n = pylibssh_sink_write(p, p->buf, p->len);
         if (n < 0) {

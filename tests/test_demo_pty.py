@@ -13,6 +13,7 @@ from typing import Any
 import asyncssh
 import paramiko
 import pexpect
+import pytest
 from conftest import SSH_OPTS, process_gone, wait_for
 
 from pylibssh_server.demo import DemoServer
@@ -30,6 +31,7 @@ def arun(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+@pytest.mark.usefixtures("data_path")
 def test_openssh_tty_shell(demo_server_factory: Any) -> None:
     """``ssh -tt`` at a terminal: the prompt, ``stty size`` is the terminal's size, a resize
     (pexpect setwinsize) changes it, Ctrl-C interrupts a ``sleep`` and the shell goes on, and
@@ -82,6 +84,7 @@ def _recv_until(chan: paramiko.Channel, pattern: str) -> str:
     return data
 
 
+@pytest.mark.usefixtures("data_path")
 def test_paramiko_invoke_shell_and_exec_on_a_pty(demo_server_factory: Any) -> None:
     """paramiko ``invoke_shell`` (vt100 90x20): TERM and size as requested, resize_pty takes
     effect, ``exit 5`` gives status 5; ``exec_command(get_pty=True)`` runs on a tty with
@@ -108,6 +111,7 @@ def test_paramiko_invoke_shell_and_exec_on_a_pty(demo_server_factory: Any) -> No
         client.close()
 
 
+@pytest.mark.usefixtures("data_path")
 def test_asyncssh_terminal_process(demo_server: DemoServer) -> None:
     """asyncssh ``create_process(term_type=..., term_size=...)``: size and type reach the
     command, ``change_terminal_size`` sends SIGWINCH to it, and ``send_signal("INT")``

@@ -77,6 +77,7 @@ def round_trip(port: int, size: int, seed: int) -> None:
                                                          hashlib.sha256(payload).digest())
 
 
+@pytest.mark.usefixtures("data_path")
 def test_openssh_reverse_forward_port_0(demo_server: DemoServer, echo_server: int) -> None:
     """``ssh -R 0:127.0.0.1:ECHO -N``: the allocated port reaches the echo server; 10
     concurrent connections carry 64 MiB each way byte-exact (half-close included); the
@@ -164,6 +165,7 @@ def test_remote_forward_any_allows_other_addresses(demo_server_factory: Any,
         stop_process(refused)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_paramiko_and_asyncssh_reverse_forwards(demo_server: DemoServer,
                                                 echo_server: int) -> None:
     """paramiko ``request_port_forward`` and asyncssh ``forward_remote_port`` / ``start_server``:
@@ -249,6 +251,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         stop_process(proc)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_openssh_agent_forwarding(demo_server_factory: Any, agent: tuple[Path, str]) -> None:
     """``ssh -A host ssh-add -l`` lists the test agent's key through the forwarded socket;
     the socket (0600, private directory) is gone after the session; with
@@ -277,6 +280,7 @@ def test_openssh_agent_forwarding(demo_server_factory: Any, agent: tuple[Path, s
     assert off.clients[0].callback_log["channel_auth_agent_request"] == [True]
 
 
+@pytest.mark.usefixtures("data_path")
 def test_asyncssh_agent_forwarding(demo_server: DemoServer, agent: tuple[Path, str]) -> None:
     """asyncssh ``agent_forwarding=True``: the command's ``ssh-add -l`` sees the agent."""
     sock, fingerprint = agent
@@ -303,6 +307,7 @@ def test_x11_request_is_logged_and_refused(demo_server: DemoServer) -> None:
     assert (single, protocol, screen) == (False, "MIT-MAGIC-COOKIE-1", 3)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_a_refused_channel_open_closes_the_connection(demo_server: DemoServer) -> None:
     """A client that refuses the forwarded-tcpip channel (asyncssh raising ChannelOpenError
     in its handler): the local connection is closed, the server keeps serving."""

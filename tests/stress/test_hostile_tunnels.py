@@ -48,6 +48,7 @@ def test_tcpip_forward_flood_and_bad_ports() -> None:
            before=baseline, after=after)
 
 
+@pytest.mark.usefixtures("data_path")
 def test_agent_channel_nobody_serves() -> None:
     """A client that asks for agent forwarding but does not serve the agent channels (paramiko
     with a handler that drops them): the command's agent requests fail or time out, never

@@ -1159,6 +1159,8 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "open_x11": (lambda: channel.open_x11("127.0.0.1", 2), ValueError),
             "opening": (lambda: channel.opening, Returns(False)),
             "pending_bytes": (lambda: channel.pending_bytes, Returns(0)),
+            "pipe_from": (lambda: channel.pipe_from(r), ValueError),
+            "pipe_to": (lambda: channel.pipe_to(r), ValueError),
             "poll_open": (channel.poll_open, ValueError),
             "poll": (channel.poll, ValueError),
             "read_nonblocking": (channel.read_nonblocking, ValueError),
