@@ -371,6 +371,7 @@ int pylibssh_sink_shutdown(struct pylibssh_sink *p);
 void pylibssh_sink_release(struct pylibssh_sink *p);
 int pylibssh_pump_ready(socket_t fd, int revents, void *userdata);
 int pylibssh_pump_unstall(struct pylibssh_pump *p);
+void pylibssh_pump_release(struct pylibssh_pump *p);
 """
 
 CDEF_TRAMPOLINES = """
@@ -578,7 +579,7 @@ struct pylibssh_pump {
     int busy;                  /* inside ssh_channel_write, whose nested poll may call us */
     size_t off;                /* buf[off, off + len) was read but not taken by libssh yet */
     size_t len;
-    char buf[PYLIBSSH_PUMP_CHUNK];
+    char *buf;                 /* PYLIBSSH_PUMP_CHUNK bytes, allocated at the first read */
 };
 
 /* Write what the fd takes now: the count, or -1 once it failed (flags and err set). */
@@ -828,6 +829,11 @@ static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
             p->flags |= PYLIBSSH_PIPE_STALLED;
             continue;
         }
+        if (p->buf == NULL && (p->buf = malloc(PYLIBSSH_PUMP_CHUNK)) == NULL) {
+            p->err = ENOMEM;
+            p->flags |= PYLIBSSH_PIPE_ERROR;
+            continue;
+        }
         if (p->len == 0) {
             ssize_t r;
 
@@ -874,6 +880,13 @@ static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
         }
     }
     return 0;
+}
+
+static void pylibssh_pump_release(struct pylibssh_pump *p)
+{
+    free(p->buf);
+    p->buf = NULL;
+    p->len = 0;
 }
 
 /* After a poll: clear STALLED once the window and the session's output have room again

@@ -297,7 +297,8 @@ class ChannelPump(_FdPipe):
         session = channel._session
         with session._lock:
             super().__init__(channel, fd, owned)
-            c = ffi.new("struct pylibssh_pump *")
+            # Its read buffer is malloc'd at the first read and freed with the struct.
+            c = ffi.gc(ffi.new("struct pylibssh_pump *"), lib.pylibssh_pump_release)
             c.fd = self._fd
             c.is_stderr = 1 if stderr else 0
             c.channel = channel._live()
