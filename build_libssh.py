@@ -479,17 +479,29 @@ static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_st
 #define PYLIBSSH_SESSION_FATAL 2
 
 /* One ssh_event_dopoll() waiting up to `timeout` ms, then more rounds without waiting while
- * events are ready, at most `max_rounds` in all, until a callback sets *stop.  libssh reads the
- * socket 4 KiB per round: running the rounds here, in one call, saves a Python call and a GIL
- * release per round (a release costs a thread switch when many sessions' threads are busy).
- * Returns the first round's rc. */
+ * events are ready, at most `max_rounds` in all, until a callback sets stop[0].  libssh reads
+ * the socket 4 KiB per round: running the rounds here, in one call, saves a Python call and a
+ * GIL release per round (a release costs a thread switch when many sessions' threads are busy).
+ * stop[1] is set by the C fd pipes (pipe.py) when they moved bytes: then, when nothing is ready
+ * (and the caller was willing to wait at all), one more round waits up to
+ * PYLIBSSH_LINGER_MS for the stream's next bytes instead of returning to Python, which would
+ * otherwise run once per few packets of a fast stream.  Returns the first round's rc. */
+#define PYLIBSSH_LINGER_MS 1
 static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop)
 {
-    int rc = ssh_event_dopoll(event, timeout);
-    int rounds = 1;
+    int rc, next, rounds = 1;
 
-    while (rc == SSH_OK && rounds < max_rounds && !*stop &&
-           ssh_event_dopoll(event, 0) == SSH_OK) {
+    stop[1] = 0;
+    rc = ssh_event_dopoll(event, timeout);
+    while (rc == SSH_OK && rounds < max_rounds && !stop[0]) {
+        next = ssh_event_dopoll(event, 0);
+        if (next == SSH_AGAIN && timeout != 0 && stop[1] && !stop[0]) {
+            stop[1] = 0;
+            next = ssh_event_dopoll(event, PYLIBSSH_LINGER_MS);
+        }
+        if (next != SSH_OK) {
+            break;
+        }
         rounds++;
     }
     return rc;
@@ -563,7 +575,7 @@ struct pylibssh_sink {
     size_t limit;              /* the buffer takes packets while it holds less than this */
     uint32_t overflow;         /* libssh holding more than this: the peer ignores the window */
     unsigned long long bytes;  /* channel bytes taken (written, buffered or discarded) */
-    int *stop;                 /* the SessionEvent's end-of-batch flag */
+    int *stop;                 /* the SessionEvent's end-of-batch flags (see dopoll_batch) */
 };
 
 struct pylibssh_pump {
@@ -693,6 +705,7 @@ static int pylibssh_sink_data(ssh_session session, ssh_channel channel, void *da
         taken = (size_t)n;
         if (taken == len) {
             p->bytes += len;
+            p->stop[1] = 1;  /* bytes moved: see pylibssh_event_dopoll_batch */
             return (int)len;
         }
     }
@@ -711,9 +724,10 @@ static int pylibssh_sink_data(ssh_session session, ssh_channel channel, void *da
     if (taken < len) {
         p->flags |= PYLIBSSH_PIPE_BACKLOG;
     }
-    /* No *stop here: the next packets flush first, and service() after the batch polls the
+    /* No stop[0] here: the next packets flush first, and service() after the batch polls the
      * fd for POLLOUT (ending batches at each such edge costs more than it saves). */
     p->bytes += taken;
+    p->stop[1] = 1;
     return (int)taken;
 }
 
@@ -871,6 +885,7 @@ static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
         p->len -= (size_t)n;
         p->bytes += (unsigned long long)n;
         *p->unflushed += n;
+        p->stop[1] = 1;
         if (n == 0) {
             p->flags |= PYLIBSSH_PIPE_STALLED;
             continue;

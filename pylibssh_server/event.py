@@ -85,7 +85,8 @@ class SessionEvent(Handle):
             self._in_c: dict[int, _FdRegistration] = {}  # what libssh holds
             self._ops: list[tuple[str, _FdRegistration, int]] = []
             # Set by a callback to end dopoll's batch of rounds (read by the C loop).
-            self._stop = ffi.new("int *")
+            # [0]: end the batch; [1]: the C fd pipes moved bytes (pylibssh_event_dopoll_batch).
+            self._stop = ffi.new("int[2]")
             wake = _FdRegistration(self, session._wake_r, self._woken)
             if lib.ssh_event_add_fd(ptr, session._wake_r, POLLIN, lib._event_fd_cb,
                                     wake.handle) != lib.SSH_OK:
