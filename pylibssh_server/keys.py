@@ -16,7 +16,7 @@ from pylibssh_server._handle import Handle, Lock
 from pylibssh_server.enums import KeyType
 from pylibssh_server.errors import SshKeyError
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
 __all__ = ["SshKey", "parse_authorized_keys"]
 
@@ -283,7 +283,7 @@ class SshKey(Handle):
     def type(self) -> KeyType | int:
         """The key type (``ssh_key_type``)."""
         with self._lock:
-            value = lib.ssh_key_type(self._c)
+            value: int = lib.ssh_key_type(self._c)
         try:
             return KeyType(value)
         except ValueError:
@@ -344,7 +344,7 @@ class SshKey(Handle):
         # b.public_equals(a) in another would otherwise deadlock.
         first, second = sorted((self._lock, other._lock), key=id)
         with first, second:
-            return lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0
+            return bool(lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SshKey):

@@ -16,6 +16,7 @@ from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
 from pylibssh_server._handle import Handle, HandoffLock
 from pylibssh_server.enums import AuthMethod, SessionStatus
 from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_rc, get_error
+from pylibssh_server.hooks import MessageHook
 
 if TYPE_CHECKING:
     from pylibssh_server.callbacks import ServerCallbacks
@@ -24,9 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Session"]
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
-MessageHook = Callable[..., Any]
 
 #: Per thread: the sessions whose libssh calls (and so callbacks) the thread is inside.
 _driving = threading.local()
@@ -95,12 +95,12 @@ class Session(Handle):
         self._wake_lock = threading.Lock()
         self._interrupted = False
         #: True once an auth callback returned success (libssh has no public getter).
-        self.authenticated = False
+        self.authenticated: bool = False
         #: The user name of the last authentication attempt (or the authenticated user).
         self.user: str | None = None
         #: ``(host, port)`` of the client, set by ``Bind.accept``.
         self.peer: tuple[str, int] | None = None
-        self.auth_attempts = 0
+        self.auth_attempts: int = 0
         self._blocking = True
         self._out_unflushed = 0  # see SshChannel._flush_queue
 
