@@ -75,7 +75,7 @@ ifeq ($(LIBSSH),system)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	@if [ -n "$${CI:-}" ]; then scripts/ci_wheel.sh && scripts/ci_vendored.sh; fi
 else
-	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
+	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m 'not checkout' . $(PYTEST_ARGS)
 endif
 
 test-matrix:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.checkout
 TIMEOUT = 300
 MISSING = "the libssh development headers were not found"
 
