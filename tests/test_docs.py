@@ -52,3 +52,12 @@ def test_cli_guide_shell_example_runs() -> None:
             pass
         proc.wait(timeout=TIMEOUT)
     assert (proc.returncode, out) == (0, "hello\n"), err
+
+
+def test_guide_python_blocks_run() -> None:
+    """The guide's own Python blocks (the README's are run by test_readme.py) run as written."""
+    blocks = [(page.name, block) for page in sorted((DOCS / "guide").glob("*.md"))
+              for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
+    assert len(blocks) >= 2
+    for name, block in blocks:
+        exec(compile(block, name, "exec"), {})
