@@ -43,6 +43,8 @@ READ_SIZE = 64 << 10
 #: A child's output pipe is enlarged to this, and read this much at a time: a fast producer
 #: then costs one Python round trip (read, channel write) per 256 KiB instead of per 64 KiB.
 PUMP_PIPE_SIZE = 256 << 10
+#: Python names F_SETPIPE_SZ from 3.10 on; Linux has had it (1031) since 2.6.35.
+F_SETPIPE_SZ: int = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Signals named in "exit-signal" as RFC 4254 spells them (no SIG prefix).
 _SIGNAL_NAMES: dict[int, str] = {
@@ -153,7 +155,7 @@ class _Pump:
             # The capacity counts against the user's pipe-user-pages-soft; past it the kernel
             # refuses (EPERM) and the pipe keeps its default size.
             with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PUMP_PIPE_SIZE)
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PUMP_PIPE_SIZE)
         self.resume()
 
     def _ready(self, fd: int, revents: int) -> None:
