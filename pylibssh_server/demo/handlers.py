@@ -414,7 +414,7 @@ class _StreamsHandler(_SinkHandler):
 
     terminal: Terminal | None = None
     stdin: _PipeSink
-    sink: _PipeSink
+    sink: _Sink
     stdout: _Pump
     stderr: _Pump | None
 
