@@ -17,9 +17,11 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from pylibssh_server import AuthMethod, LogLevel
 from pylibssh_server.demo.commands import CommandTable
+from pylibssh_server.demo.keyrules import ANY_USER
 from pylibssh_server.demo.server import DemoServer
 from pylibssh_server.errors import LibSSHError
 
@@ -83,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse ssh -A (no SSH_AUTH_SOCK for commands)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
+    # Per-user keys and OpenSSH certificates (see keyrules.py, certs.py).
+    parser.add_argument("--authorized-keys-for", type=_user_file, action="append", default=[],
+                        metavar="USER:FILE",
+                        help="authorized_keys file for USER only (repeatable); with "
+                             "--authorized-keys, that file is for every user")
+    parser.add_argument("--trusted-user-ca-keys", metavar="FILE",
+                        help="CA public keys whose user certificates log in when a principal "
+                             "is the user name (as sshd's TrustedUserCAKeys)")
+    parser.add_argument("--hostkey-cert", metavar="FILE",
+                        help="OpenSSH host certificate for the host key (refused: libssh "
+                             "cannot present one)")
     parser.add_argument("--verbose", action="store_true", help="print every event")
     parser.add_argument("--libssh-log", choices=[lv.name.lower() for lv in LogLevel],
                         help="libssh log level (to stderr)")
@@ -106,6 +119,25 @@ def _command_table(path: str) -> CommandTable:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _user_file(text: str) -> tuple[str, str]:
+    user, sep, path = text.partition(":")
+    if not sep or not user or not path:
+        raise argparse.ArgumentTypeError(f"expected USER:FILE, not {text!r}")
+    return user, path
+
+
+def _merge_key_files(args: argparse.Namespace) -> None:
+    """--authorized-keys-for turns ``args.authorized_keys`` into the per-user mapping."""
+    if not args.authorized_keys_for:
+        return
+    users: dict[str, list[Path]] = {}
+    for user, path in args.authorized_keys_for:
+        users.setdefault(user, []).append(Path(path))
+    if args.authorized_keys:
+        users.setdefault(ANY_USER, []).append(Path(args.authorized_keys))
+    args.authorized_keys = users
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -118,6 +150,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _merge_key_files(args)
     if args.libssh_log:
         import logging
 
@@ -141,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
+            trusted_user_ca_keys=args.trusted_user_ca_keys, hostkey_cert=args.hostkey_cert,
         )
     except (ValueError, TypeError, OSError, LibSSHError) as exc:
         print(f"demo server: {exc}", file=sys.stderr)

@@ -46,6 +46,7 @@ from pylibssh_server.demo.handlers import (
     Terminal,
     connect_target,
 )
+from pylibssh_server.demo.keyrules import INTERNAL_SFTP, UNRESTRICTED, KeyGrant
 from pylibssh_server.demo.tunnels import Listener
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class DemoClient:
         self._agent: Listener | None = None
         self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
         self._bytes_in_done = 0
+        #: What the key the client logged in with allows (keyrules: its options).
+        self.key_grant: KeyGrant = UNRESTRICTED
         self.finished = threading.Event()
 
     @property
@@ -342,14 +345,29 @@ class DemoClient:
         if not self._count_request():
             return AuthStatus.DENIED
         self.log("auth_pubkey", (user, key.fingerprint(), int(state)))
-        authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and any(
-            key.public_equals(k) for k in self.server.authorized_keys
-        )
+        authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and \
+            self._key_authorized(user, key, state)
         if state == PublicKeyState.NONE and authorized:
             self.user = user
             return AuthStatus.SUCCESS  # PK_OK: not a failure, as in sshd
         # As in sshd, a probe with a key that is not authorized is a failed attempt.
         return self._auth_result(authorized and state == PublicKeyState.VALID, user)
+
+    # keyrules: authorized_keys options and certificates decide, and limit the session.
+    def _key_authorized(self, user: str, key: SshKey, state: Any) -> bool:
+        """Whether ``key`` may log in ``user`` (options and certificates checked); a signed
+        request that passes sets :attr:`key_grant`."""
+        grant, reason = self.server.key_rules.authorize(user, key, self.peer[0] if self.peer
+                                                        else "")
+        if grant is None:
+            if reason is not None:
+                self.log("auth_key_refused", reason)
+            return False
+        if state == PublicKeyState.VALID:
+            self.key_grant = grant
+            if grant.restricted:
+                self.log("auth_key_accepted", grant.origin)
+        return True
 
     def _on_service_request(self, session: Session, service: str, userdata: Any) -> bool:
         self.log("service_request", service)
@@ -438,7 +456,9 @@ class DemoClient:
         """Bind a listener for the client's ``tcpip-forward``: the bound port, or None."""
         server = self.server
         if not self.authenticated or not 0 <= port < 65536 or \
-                not server.remote_forward_allowed(address, port):
+                not server.remote_forward_allowed(address, port) or \
+                not self.key_grant.allows("port_forwarding", f"tcpip-forward {address}:{port}",
+                                          self.log):
             return None
         if len(self._listeners) >= server.max_remote_forwards:
             logger.warning("client %s: tcpip-forward refused: %d listeners already", self.id,
@@ -504,7 +524,8 @@ class DemoClient:
 
     def _on_agent_request(self, state: _SessionChannel) -> None:
         self.log("channel_auth_agent_request", True)
-        if not self.server.agent_forwarding:
+        if not self.server.agent_forwarding or \
+                not self.key_grant.allows("agent_forwarding", "auth-agent-req", self.log):
             return  # no socket, so no SSH_AUTH_SOCK: refused in effect
         if self._agent is None:
             try:
@@ -519,6 +540,7 @@ class DemoClient:
         self.log("channel_open_direct_tcpip", (host, port))
         if not self.authenticated or self._open_channels() >= self.server.max_channels \
                 or not self.server.forward_allowed(host, port) \
+                or not self.key_grant.allows_open(host, port, self.log) \
                 or not self._fds_available(FORWARD_FDS, f"forward to {host}:{port}"):
             return None
         # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
@@ -661,6 +683,8 @@ class DemoClient:
         self.log("channel_pty_request", (t.term, t.cols, t.rows, t.pxwidth, t.pxheight))
         if state.handler is not None or len(t.term) > 256:
             return False  # too late (the command runs), or no terminal type a pty could have
+        if not self.key_grant.allows("pty", "pty-req", self.log):
+            return False
         state.terminal = terminal
         return True
 
@@ -677,6 +701,9 @@ class DemoClient:
         self.log("channel_shell_request", True)
         if state.handler is not None:
             return False
+        forced = self.key_grant.exec_command(state.env, None, self.log)  # keyrules
+        if forced is not None:
+            return self._exec(state, forced)
         if not self.server.host_commands:
             state.handler = ScriptedShellHandler(state.channel, self._require_event(),
                                                  self.server.commands, state.terminal)
@@ -689,6 +716,11 @@ class DemoClient:
         self.log("channel_exec_request", f"'{command}'")
         if state.handler is not None:
             return False
+        return self._exec(state, self.key_grant.exec_command(state.env, command, self.log)
+                          or "")
+
+    def _exec(self, state: _SessionChannel, command: str) -> bool:
+        """Run ``command`` for the channel: from the command table, or on the host."""
         reply = self.server.commands.lookup(command)
         handler: ChannelHandler
         if isinstance(reply, Reply):
@@ -744,7 +776,14 @@ class DemoClient:
 
     def _on_subsystem(self, state: _SessionChannel, name: str) -> bool:
         self.log("channel_subsystem_request", name)
-        if name != "sftp" or state.handler is not None:
+        if state.handler is not None:
+            return False
+        # keyrules: a forced command replaces any subsystem, as in sshd.
+        if self.key_grant.command is not None:
+            return self._exec(state, self.key_grant.exec_command(state.env, INTERNAL_SFTP
+                                                                 if name == "sftp" else name,
+                                                                 self.log) or "")
+        if name != "sftp":
             return False
         from pylibssh_server.demo.sftp import RootedFileSystem, SftpServer
 

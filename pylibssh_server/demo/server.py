@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import ipaddress
 import logging
 import os
@@ -18,9 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO, TypeVar, Union
 
-from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey, parse_authorized_keys
+from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey
+from pylibssh_server.demo.certs import refuse_host_certificate
 from pylibssh_server.demo.client import DemoClient
 from pylibssh_server.demo.commands import CommandTable, ReplyLike
+from pylibssh_server.demo.keyrules import KeyRules
 from pylibssh_server.demo.tunnels import LOOPBACK_NAMES
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
@@ -72,7 +73,11 @@ class DemoServer:
             ``"password,publickey,keyboard-interactive"``); default: what the other arguments
             enable (password if given, publickey if keys are given, none if allowed).
         allow_auth_none: accept "none" authentication.
-        authorized_keys: :class:`SshKey` objects, ``authorized_keys`` lines, or a file path.
+        authorized_keys: :class:`SshKey` objects, ``authorized_keys`` lines (with the options
+            sshd enforces: ``from=``, ``command=``, ``environment=``, ``no-pty``,
+            ``no-port-forwarding``, ``permitopen=``, ``restrict`` ..., and ``cert-authority``
+            lines), file paths, or a file path; or a mapping from user name (``"*"``: any
+            user) to such keys: ``{"alice": [key], "bob": "/path/authorized_keys"}``.
         host_key: an :class:`SshKey` or a private key path; default a fresh Ed25519 key.
         verbose: print one line per event as it happens.
         log_verbosity: libssh's log level (to the ``pylibssh_server.libssh`` logger).
@@ -89,8 +94,9 @@ class DemoServer:
         max_fds_per_client: file descriptors and SFTP handles the channels of one client may
             hold together (a command holds 4, a forward 2, an open SFTP file 1); what would
             exceed it is refused.  Default: an eighth of the open-files limit, 16 to 1024.
-        ignore_key_options: load ``authorized_keys`` lines that have options (which are not
-            enforced) as plain keys, with a warning, instead of refusing them.
+        ignore_key_options: load ``authorized_keys`` lines as plain keys, without any of
+            their options, with a warning (a ``cert-authority`` line is then skipped),
+            instead of refusing lines with options that are not supported.
         shell: the command a ``shell`` request runs (on the pty when one was requested, on
             pipes otherwise); default ``/bin/sh``.
         commands: commands answered without the host: a :class:`CommandTable`, or a mapping
@@ -114,6 +120,10 @@ class DemoServer:
             False forgets each one when it ends, so a server that runs indefinitely (the CLI)
             uses no memory per past connection.
         ciphers, kex, macs, hostkey_algorithms: algorithm lists for the Bind.
+        trusted_user_ca_keys: CA public keys (a file, as sshd's ``TrustedUserCAKeys``, or
+            keys and lines) whose user certificates log in when a principal is the user name.
+        hostkey_cert: an OpenSSH host certificate for the host key; no libssh release can
+            present one (its server offers plain host key algorithms only), so this raises.
 
     Raises:
         ValueError: an enabled auth method lacks its secret (password auth without a password,
@@ -121,7 +131,7 @@ class DemoServer:
             positive.
         TypeError: an argument of the wrong type (``password`` not a str, ...).
         SshKeyError: an ``authorized_keys`` line is malformed, or has options that are not
-            enforced (see ``ignore_key_options``) or is a ``cert-authority`` line.
+            supported (see ``ignore_key_options``).
     """
 
     def __init__(
@@ -157,12 +167,14 @@ class DemoServer:
         kex: str | None = None,
         macs: str | None = None,
         hostkey_algorithms: str | None = None,
+        trusted_user_ca_keys: Iterable[SshKey | str] | str | os.PathLike[str] | None = None,
+        hostkey_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         _check_type("port", port, int)
         _check_type("host", host, str)
         _check_type("password", password, str, type(None))
         _check_type("authorized_keys", authorized_keys, str, os.PathLike, list, tuple, set,
-                    frozenset, SshKey)
+                    frozenset, SshKey, Mapping)
         if forward_allow is not None and not callable(forward_allow):
             raise TypeError(f"forward_allow must be callable, not {type(forward_allow).__name__}")
         if command_env is not None and not all(
@@ -203,10 +215,10 @@ class DemoServer:
         self._connections = 0
         self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
                               "hostkey_algorithms": hostkey_algorithms}
-        if isinstance(authorized_keys, SshKey):
-            authorized_keys = [authorized_keys]
-        self.authorized_keys: list[SshKey] = self._load_authorized_keys(
-            authorized_keys, self.ignore_key_options)
+        # keyrules: per-user keys, their options, certificate authorities.
+        self.key_rules = KeyRules.load(authorized_keys, trusted_user_ca_keys,
+                                       self.ignore_key_options)
+        self.authorized_keys: list[SshKey] = self.key_rules.plain_keys()
         try:
             self.auth_methods = self._resolve_auth_methods(auth_methods, allow_auth_none)
             self.allow_auth_none = allow_auth_none or bool(self.auth_methods & AuthMethod.NONE)
@@ -217,15 +229,16 @@ class DemoServer:
             if self.auth_methods & AuthMethod.PASSWORD and password is None:
                 raise ValueError("password authentication is enabled but no password was "
                                  "given (pass password=...)")
-            if self.auth_methods & AuthMethod.PUBLICKEY and not self.authorized_keys:
+            if self.auth_methods & AuthMethod.PUBLICKEY and not self.key_rules:
                 raise ValueError("public-key authentication is enabled but no authorized key "
                                  "was given (pass authorized_keys=...)")
             if self.sftp_root is not None and not os.path.isdir(self.sftp_root):
                 raise ValueError(f"sftp_root is not a directory: {self.sftp_root}")
+            if hostkey_cert is not None:
+                refuse_host_certificate(hostkey_cert)
             self.host_key = self._load_host_key(host_key)
         except BaseException:
-            for key in self.authorized_keys:
-                key.close()
+            self.key_rules.close()
             raise
         self.fingerprint = self.host_key.fingerprint()
         self.clients: list[DemoClient] = []
@@ -245,7 +258,7 @@ class DemoServer:
             result = AuthMethod.UNKNOWN
             if self.password is not None:
                 result |= AuthMethod.PASSWORD
-            if self.authorized_keys:
+            if self.key_rules:
                 result |= AuthMethod.PUBLICKEY
             if allow_none:
                 result |= AuthMethod.NONE
@@ -258,33 +271,6 @@ class DemoServer:
         if isinstance(methods, int):
             return AuthMethod(methods)
         return AuthMethod.parse(",".join(methods))
-
-    @staticmethod
-    def _load_authorized_keys(source: Any, ignore_options: bool) -> list[SshKey]:
-        if isinstance(source, (str, os.PathLike)):
-            # A path (any PathLike, or a str without the space every key line has) must exist;
-            # otherwise parse_authorized_keys would read it as key text (or fail on a Path).
-            path = os.fspath(source)
-            looks_like_path = isinstance(source, os.PathLike) or not path.strip().count(" ")
-            if looks_like_path and not os.path.isfile(path):
-                raise FileNotFoundError(errno.ENOENT, "authorized keys file not found", path)
-            return parse_authorized_keys(path if looks_like_path else source,
-                                         ignore_options=ignore_options)
-        keys: list[SshKey] = []
-        try:
-            for item in source:
-                if isinstance(item, SshKey):
-                    keys.append(item.copy())
-                elif isinstance(item, str):
-                    keys.extend(parse_authorized_keys([item], ignore_options=ignore_options))
-                else:
-                    raise TypeError("authorized_keys items must be SshKey objects or "
-                                    f"authorized_keys lines, not {type(item).__name__}")
-        except BaseException:
-            for key in keys:
-                key.close()
-            raise
-        return keys
 
     @staticmethod
     def _load_host_key(source: KeySource | None) -> SshKey:
@@ -382,8 +368,7 @@ class DemoServer:
         """Stop, then release the keys and remove the :attr:`known_hosts_path` file."""
         self.stop()
         self.host_key.close()
-        for key in self.authorized_keys:
-            key.close()
+        self.key_rules.close()
         directory, self._known_hosts_dir = self._known_hosts_dir, None
         if directory is not None:
             with contextlib.suppress(OSError):
