@@ -9,6 +9,7 @@ another loopback address, which ``from=`` and ``source-address`` tell apart.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 import asyncssh
 import paramiko
 import pytest
+import test_demo_tunnels
 from conftest import _Echo, _ThreadingServer, serving, stop_process
 from test_demo_cli import keygen, run_cli
 from test_demo_openssh import free_port
@@ -31,6 +33,7 @@ from pylibssh_server.demo.keyrules import match_from
 from pylibssh_server.keys import parse_authorized_key_entries
 
 TIMEOUT = 30
+agent = test_demo_tunnels.agent  # the fixture: a test-own ssh-agent holding one key
 OTHER_LOOPBACK = "127.0.0.2"
 
 
@@ -236,6 +239,57 @@ def test_restrict_and_reenabling(keys: dict[str, Path], echo_server: int) -> Non
         assert ssh(server, user, opts=("-W", f"127.0.0.1:{echo_server}")).returncode == 255
 
 
+def test_no_port_forwarding_refuses_remote_forwards(keys: dict[str, Path],
+                                                    echo_server: int) -> None:
+    """``no-port-forwarding`` also refuses ``tcpip-forward`` (``ssh -R``)."""
+    user = keys["user"]
+    with DemoServer(authorized_keys=[line(user, "no-port-forwarding")]) as server:
+        result = ssh(server, user, "-N", opts=("-o", "ExitOnForwardFailure=yes",
+                                               "-R", f"0:127.0.0.1:{echo_server}"))
+        assert result.returncode == 255 and "remote port forwarding failed" in result.stderr
+        assert log_of(server, "key_option_applied") == [
+            ("no-port-forwarding", "tcpip-forward localhost:0")]
+
+
+def test_agent_forwarding_options(keys: dict[str, Path], agent: tuple[Path, str]) -> None:
+    """``restrict`` gives ``ssh -A`` no agent socket; ``restrict,agent-forwarding`` does."""
+    sock, _ = agent
+    user = keys["user"]
+    env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+    for options, has_agent in (("restrict", False), ("restrict,agent-forwarding", True)):
+        with DemoServer(authorized_keys=[line(user, options)]) as server:
+            argv = ["ssh", "-A", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                    "-i", str(user), *server.ssh_args("alice"),
+                    'echo "${SSH_AUTH_SOCK:-none}"']
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
+                                 env=env, stdin=subprocess.DEVNULL).stdout.strip()
+            assert (out != "none") is has_agent, out
+            if not has_agent:
+                assert ("no-agent-forwarding", "auth-agent-req") in log_of(
+                    server, "key_option_applied")
+
+
+def test_expiry_time(keys: dict[str, Path]) -> None:
+    """A key past its ``expiry-time`` is refused (and the reason logged); one before works."""
+    user = keys["user"]
+    with DemoServer(authorized_keys=[line(user, 'expiry-time="20200101"')]) as server:
+        assert denied(ssh(server, user, "true"))
+        assert log_of(server, "auth_key_refused") == [
+            "authorized_keys line 1: key expired (expiry-time)"]
+    with DemoServer(authorized_keys=[line(user, 'expiry-time="20991231Z"')]) as server:
+        assert ssh(server, user, "echo ok").stdout == "ok\n"
+
+
+def test_forced_command_replaces_a_subsystem(keys: dict[str, Path]) -> None:
+    """A forced command runs for a subsystem request too (as sshd), with
+    ``SSH_ORIGINAL_COMMAND=internal-sftp`` for SFTP."""
+    user = keys["user"]
+    with DemoServer(authorized_keys=[line(user, 'command="echo $SSH_ORIGINAL_COMMAND"')]) \
+            as server:
+        result = ssh(server, user, "sftp", opts=("-s",))
+        assert (result.returncode, result.stdout) == (0, "internal-sftp\n")
+
+
 def test_unsupported_and_malformed_options_are_refused(keys: dict[str, Path]) -> None:
     """Options the server does not enforce, and malformed supported ones, refuse the line at
     construction with the line number and the reason."""
@@ -438,8 +492,10 @@ def test_host_certificate_is_refused_clearly(keys: dict[str, Path], tmp_path: Pa
 def test_without_cryptography_certificates_name_the_extra(
         keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Without cryptography, configuring certificates is one clear error naming the extra;
-    plain keys need no cryptography."""
+    plain keys need no cryptography, also when the client offers a certificate first."""
     import builtins
+
+    cert = sign(keys["ca"], keys["user"], "alice")
 
     real_import = builtins.__import__
 
@@ -452,4 +508,7 @@ def test_without_cryptography_certificates_name_the_extra(
     with pytest.raises(ValueError, match=r"pip install 'pylibssh_server\[certs\]'"):
         DemoServer(trusted_user_ca_keys=f"{keys['ca']}.pub")
     with DemoServer(authorized_keys=[line(keys["user"], "no-pty")]) as server:
-        assert server.key_rules
+        result = ssh(server, keys["user"], "echo plain", cert=cert)
+        assert (result.returncode, result.stdout) == (0, "plain\n")
+        assert log_of(server, "auth_key_refused") == []
+        assert [c.error for c in server.clients] == [None]

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file descriptors and SFTP handles one client's channels may "
                              "hold (default: an eighth of the open-files limit)")
     parser.add_argument("--ignore-key-options", action="store_true",
-                        help="load authorized_keys lines with options (not enforced) as plain "
-                             "keys, with a warning, instead of refusing them")
+                        help="load authorized_keys lines as plain keys without any of their "
+                             "options, with a warning, instead of refusing lines with "
+                             "options that are not supported")
     parser.add_argument("--shell", default="/bin/sh", metavar="CMD",
                         help="what a shell request runs, on the pty when one was requested "
                              "(/bin/sh)")

@@ -135,7 +135,9 @@ class KeyRules:
         self.users = users
         self.trusted_cas = trusted_cas
         self._ca_blobs = {ca.public_base64 for ca in trusted_cas}
-        if trusted_cas or any(e.options.cert_authority for e in self.entries()):
+        self._has_cas = bool(trusted_cas) or any(e.options.cert_authority
+                                                 for e in self.entries())
+        if self._has_cas:
             require_cryptography()
 
     @classmethod
@@ -200,6 +202,8 @@ class KeyRules:
         now = time.time() if now is None else now
         entries = [*self.users.get(user, ()), *self.users.get(ANY_USER, ())]
         if is_certificate(key):
+            if not self._has_cas:
+                return None, None  # no CA at all: a certificate matches nothing
             return self._authorize_certificate(user, key, address, now, entries)
         reasons = []
         for entry in entries:
