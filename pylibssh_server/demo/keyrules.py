@@ -135,8 +135,10 @@ class KeyRules:
         self.users = users
         self.trusted_cas = trusted_cas
         self._ca_blobs = {ca.public_base64 for ca in trusted_cas}
-        self._has_cas = bool(trusted_cas) or any(e.options.cert_authority
-                                                 for e in self.entries())
+        #: The key blob of each cert-authority line (compared with a certificate's CA).
+        self._line_cas = {id(e): e.key.public_base64 for e in self.entries()
+                          if e.options.cert_authority}
+        self._has_cas = bool(trusted_cas or self._line_cas)
         if self._has_cas:
             require_cryptography()
 
@@ -225,7 +227,7 @@ class KeyRules:
         # (options, principals the certificate must name, whether it must name any)
         authorities = [(e.options, e.options.principals, False, f"authorized_keys line "
                         f"{e.line}") for e in entries
-                       if e.options.cert_authority and e.key.public_base64 == cert.ca_blob]
+                       if self._line_cas.get(id(e)) == cert.ca_blob]
         if cert.ca_blob in self._ca_blobs:
             authorities.append((KeyOptions(), None, True, "trusted_user_ca_keys"))
         if not authorities:
