@@ -369,3 +369,22 @@ def test_server_version_and_kbdint_validation() -> None:
     with pytest.raises(ValueError):
         DemoServer(kbdint={"rounds": [[{"prompt": "p", "answer": "a"}]] * 40})
 
+
+
+def test_paramiko_chain_kbdint_step_then_password(demo_server_factory: Factory) -> None:
+    """keyboard-interactive as a chain's first step answers partial success (through the
+    message path on libssh 0.10/0.11 and the kbdint callback on 0.12), then the password
+    completes the login."""
+    server = demo_server_factory(password="pw", auth_chains=["keyboard-interactive,password"])
+
+    def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        return ["foo", "bar"] if prompts else []
+
+    with paramiko_transport(server) as transport:
+        assert transport.auth_interactive("alice", handler) == ["password"]
+        assert not transport.is_authenticated()
+        transport.auth_password("alice", "pw")
+        assert transport.is_authenticated()
+    log = server.clients[0].callback_log
+    assert log["auth_partial"] == ["keyboard-interactive"]
+    assert log["auth_kbdint"] == ["alice", "accepted with 'foo' and 'bar'"]

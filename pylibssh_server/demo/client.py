@@ -124,6 +124,7 @@ class DemoClient:
                                 faults.values.get("drop-after-bytes")) \
             if "throttle" in faults or "drop-after-bytes" in faults else None
         self._cut = False
+        self._ending = False
         self._cut_deadline: float | None = None
         self._failed_auth = 0
         self._auth_requests = 0
@@ -382,8 +383,14 @@ class DemoClient:
         self.authenticated = True
         if "disconnect-after-auth" in self.server.faults:
             self.log("fault", ("disconnect-after-auth", None))
+            self._ending = True
             self.session.disconnect()  # deferred: the success reply goes out first
         return AuthStatus.SUCCESS
+
+    def _serving(self) -> bool:
+        """Whether the client may open channels and forwards: logged in, and not being
+        disconnected (``disconnect-after-auth``: requests already sent are refused)."""
+        return self.authenticated and not self._ending
 
     def _out_of_attempts(self) -> bool:
         """True (and the client is disconnected) once max_auth_attempts failed, or the
@@ -548,7 +555,7 @@ class DemoClient:
     def _listen_for_client(self, address: str, port: int) -> int | None:
         """Bind a listener for the client's ``tcpip-forward``: the bound port, or None."""
         server = self.server
-        if not self.authenticated or not 0 <= port < 65536 or \
+        if not self._serving() or not 0 <= port < 65536 or \
                 not server.remote_forward_allowed(address, port):
             return None
         if len(self._listeners) >= server.max_remote_forwards:
@@ -630,7 +637,7 @@ class DemoClient:
         self.log("channel_open_direct_tcpip", (host, port))
         if self._refused_by_fault("direct-tcpip"):
             return None
-        if not self.authenticated or self._open_channels() >= self.server.max_channels \
+        if not self._serving() or self._open_channels() >= self.server.max_channels \
                 or not self.server.forward_allowed(host, port) \
                 or not self._fds_available(FORWARD_FDS, f"forward to {host}:{port}"):
             return None
@@ -704,7 +711,7 @@ class DemoClient:
         self.log("channel_open", True)
         if self._refused_by_fault("session"):
             return None
-        if not self.authenticated or self._open_channels() >= self.server.max_channels:
+        if not self._serving() or self._open_channels() >= self.server.max_channels:
             return None
         channel = SshChannel(session)
         state = _SessionChannel(channel)
