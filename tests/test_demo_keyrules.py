@@ -350,6 +350,26 @@ def test_certificate_with_the_right_principal_logs_in(keys: dict[str, Path]) -> 
         assert denied(ssh(server, plain / "user", "true"))
 
 
+@pytest.mark.parametrize("key_type", ["rsa", "ecdsa"])
+def test_certificates_of_other_key_types(keys: dict[str, Path], tmp_path: Path,
+                                         key_type: str) -> None:
+    """RSA (rsa-sha2-512-cert-v01) and ECDSA user certificates log in too, signed by an
+    Ed25519 CA, and an RSA CA's certificate for an Ed25519 key."""
+    user = tmp_path / f"user_{key_type}"
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-f", str(user)],
+                   check=True, timeout=TIMEOUT, capture_output=True)
+    cert = sign(keys["ca"], user, "alice")
+    rsa_ca = tmp_path / f"rsa_ca_{key_type}"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f",
+                    str(rsa_ca)], check=True, timeout=TIMEOUT, capture_output=True)
+    ed_cert = sign(rsa_ca, keys["user"], "alice")
+    with DemoServer(trusted_user_ca_keys=[line(keys["ca"]), line(rsa_ca)]) as server:
+        result = ssh(server, user, "echo typed", cert=cert)
+        assert (result.returncode, result.stdout) == (0, "typed\n"), result.stderr
+        result = ssh(server, keys["user"], "echo rsa-ca", cert=ed_cert)
+        assert (result.returncode, result.stdout) == (0, "rsa-ca\n"), result.stderr
+
+
 @pytest.mark.parametrize(("case", "reason"), [
     ("wrong principal", "user 'alice' is not a certificate principal (bob)"),
     ("expired", "certificate expired"),
