@@ -432,6 +432,7 @@ class AuthorizedKey:
     line: int = 0
 
     def close(self) -> None:
+        """Free the key (``ssh_key_free``; idempotent)."""
         self.key.close()
 
 

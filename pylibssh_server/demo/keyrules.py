@@ -179,6 +179,7 @@ class KeyRules:
             raise
 
     def entries(self) -> list[AuthorizedKey]:
+        """Every ``authorized_keys`` entry, of every user."""
         return [entry for entries in self.users.values() for entry in entries]
 
     def __bool__(self) -> bool:
@@ -190,6 +191,7 @@ class KeyRules:
         return [e.key for e in self.users.get(ANY_USER, ()) if not e.options.cert_authority]
 
     def close(self) -> None:
+        """Free every key (idempotent: ``SshKey.close`` is)."""
         for entry in self.entries():
             entry.close()
         for key in self.trusted_cas:
