@@ -176,8 +176,8 @@ class Kbdint:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}: not JSON: {exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{os.fspath(path)}: not UTF-8 JSON: {exc}") from None
         return cls.from_data(data, os.fspath(path))
 
     def matches(self, round_index: int, answers: Sequence[str]) -> bool:
