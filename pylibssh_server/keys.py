@@ -372,7 +372,7 @@ class SshKey(Handle):
 SUPPORTED_KEY_OPTIONS = frozenset({
     "agent-forwarding", "cert-authority", "command", "environment", "expiry-time", "from",
     "no-agent-forwarding", "no-port-forwarding", "no-pty", "no-user-rc", "no-x11-forwarding",
-    "permitopen", "port-forwarding", "principals", "pty", "restrict", "user-rc",
+    "permitlisten", "permitopen", "port-forwarding", "principals", "pty", "restrict", "user-rc",
     "x11-forwarding",
 })
 #: Options that take no value, and the permission each one sets (``restrict`` clears all).
@@ -401,6 +401,8 @@ class KeyOptions:
         command: ``command="..."``: the forced command.
         environment: ``environment="NAME=value"`` pairs, in order (the first of a name wins).
         permitopen: ``permitopen="host:port"`` targets (``port`` None for ``*``); None: any.
+        permitlisten: ``permitlisten="[host:]port"`` listeners for ``ssh -R`` (``host`` a
+            pattern, ``*`` without one; ``port`` None for ``*``); None: any.
         expiry_time: ``expiry-time="YYYYMMDD[HHMM[SS]][Z]"`` as a POSIX time, or None.
         pty, port_forwarding, agent_forwarding, x11_forwarding, user_rc: what the key may
             do (``no-pty``, ``restrict`` ... clear them; ``pty`` ... after ``restrict``
@@ -414,6 +416,7 @@ class KeyOptions:
     command: str | None = None
     environment: tuple[tuple[str, str], ...] = ()
     permitopen: tuple[tuple[str, int | None], ...] | None = None
+    permitlisten: tuple[tuple[str, int | None], ...] | None = None
     expiry_time: float | None = None
     pty: bool = True
     port_forwarding: bool = True
@@ -482,6 +485,7 @@ def _key_options(number: int, pairs: list[tuple[str, str | None]]) -> KeyOptions
     values: dict[str, Any] = {name: True for name in _PERMISSIONS}
     env: dict[str, str] = {}
     opens: list[tuple[str, int | None]] = []
+    listens: list[tuple[str, int | None]] = []
     for name, value in pairs:
         if name in _FLAG_OPTIONS or name in ("restrict", "cert-authority"):
             if value is not None:
@@ -501,8 +505,9 @@ def _key_options(number: int, pairs: list[tuple[str, str | None]]) -> KeyOptions
             if not eq or not _ENV_NAME.fullmatch(env_name):
                 raise fail(f'invalid environment="{value}": it must be NAME=value')
             env.setdefault(env_name, env_value)
-        elif name == "permitopen":
-            opens.extend(_permitopen_target(number, item) for item in value.split(","))
+        elif name in ("permitopen", "permitlisten"):
+            (opens if name == "permitopen" else listens).extend(
+                _permit_target(number, name, item) for item in value.split(","))
         else:
             attr = {"command": "command", "from": "from_patterns", "principals": "principals",
                     "expiry-time": "expiry_time"}[name]
@@ -515,16 +520,23 @@ def _key_options(number: int, pairs: list[tuple[str, str | None]]) -> KeyOptions
                             else value)
     return KeyOptions(environment=tuple(env.items()),
                       permitopen=tuple(opens) if opens else None,
+                      permitlisten=tuple(listens) if listens else None,
                       names=tuple(name for name, _ in pairs), **values)
 
 
-def _permitopen_target(number: int, item: str) -> tuple[str, int | None]:
-    host, sep, port = item.strip().rpartition(":")
+def _permit_target(number: int, name: str, item: str) -> tuple[str, int | None]:
+    """``host:port`` of a ``permitopen`` / ``permitlisten`` item (``[v6]:port``; a bare port
+    is any host for ``permitlisten``, as in sshd)."""
+    item = item.strip()
+    host, sep, port = item.rpartition(":")
+    if not sep and name == "permitlisten":
+        host, sep = "*", ":"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-        raise SshKeyError(f'authorized_keys line {number}: invalid permitopen="{item}": it '
-                          "must be host:port (port a number or *)")
+        form = "[host:]port" if name == "permitlisten" else "host:port"
+        raise SshKeyError(f'authorized_keys line {number}: invalid {name}="{item}": it must '
+                          f"be {form} (port a number or *)")
     return host.lower(), None if port == "*" else int(port)
 
 

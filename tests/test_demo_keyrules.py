@@ -254,6 +254,30 @@ def test_no_port_forwarding_refuses_remote_forwards(keys: dict[str, Path],
             ("no-port-forwarding", "tcpip-forward localhost:0")]
 
 
+def test_permitlisten_limits_remote_forwards(keys: dict[str, Path], echo_server: int) -> None:
+    """``permitlisten="localhost:P"``: ``ssh -R P:...`` (OpenSSH asks for ``localhost``)
+    listens and carries data; ``-R`` on another port is refused."""
+    user = keys["user"]
+    allowed, other = free_port(), free_port()
+    with DemoServer(authorized_keys=[line(user, f'permitlisten="localhost:{allowed}"')]) \
+            as server:
+        refused = ssh(server, user, "-N", opts=("-o", "ExitOnForwardFailure=yes",
+                                                "-R", f"{other}:127.0.0.1:{echo_server}"))
+        assert refused.returncode == 255 and "remote port forwarding failed" in refused.stderr
+        assert log_of(server, "key_option_applied") == [
+            ("permitlisten", f"localhost:{other} is not permitted")]
+        proc = subprocess.Popen(
+            ["ssh", "-N", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+             "-o", "IdentityAgent=none", "-o", "ExitOnForwardFailure=yes", "-i", str(user),
+             "-R", f"{allowed}:127.0.0.1:{echo_server}", *server.ssh_args("alice")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_listening(allowed)
+            round_trip(allowed, 1 << 16, 2)
+        finally:
+            stop_process(proc)
+
+
 def test_agent_forwarding_options(keys: dict[str, Path], agent: tuple[Path, str]) -> None:
     """``restrict`` gives ``ssh -A`` no agent socket; ``restrict,agent-forwarding`` does."""
     sock, _ = agent
@@ -300,6 +324,7 @@ def test_unsupported_and_malformed_options_are_refused(keys: dict[str, Path]) ->
     cases = {
         'tunnel="1",no-pty': "line 1: unsupported key options (tunnel)",
         "verify-required": "line 1: unsupported key options (verify-required)",
+        'permitlisten="host:x"': 'line 1: invalid permitlisten="host:x"',
         'from="10.0.0.1/8"': "line 1: from: 10.0.0.1/8 has host bits set",
         'permitopen="nohost"': 'line 1: invalid permitopen="nohost"',
         "command=true": "line 1: option command: the value must be in double quotes",

@@ -490,7 +490,8 @@ def test_parse_authorized_key_entries_options() -> None:
             'No-Pty,COMMAND="echo \\"a,b\\"",from="10.0.0.0/8,!10.1.*" ' +
             key.authorized_key_line(),
             'restrict,pty,environment="A=1",environment="A=2",environment="B=x=y",'
-            'permitopen="[::1]:22",permitopen="host:*",expiry-time="20300101Z" ' +
+            'permitopen="[::1]:22",permitopen="host:*",expiry-time="20300101Z",'
+            'permitlisten="8080",permitlisten="LOCALHOST:*" ' +
             key.authorized_key_line(),
             key.authorized_key_line(),
         ]
@@ -504,6 +505,7 @@ def test_parse_authorized_key_entries_options() -> None:
                 True, False, False)
             assert second.environment == (("A", "1"), ("B", "x=y"))
             assert second.permitopen == (("::1", 22), ("host", None))
+            assert second.permitlisten == (("*", 8080), ("localhost", None))
             assert second.expiry_time == 1893456000.0
             assert plain == KeyOptions()
             assert all(e.key == key for e in entries)
@@ -513,7 +515,8 @@ def test_parse_authorized_key_entries_options() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ('tunnel="0",no-pty,permitlisten="1"', "unsupported key options (tunnel, permitlisten)"),
+    ('tunnel="0",no-pty,no-touch-required', "unsupported key options (tunnel, "
+     "no-touch-required)"),
     ('command="a",command="b"', "option command given twice"),
     ("command", 'option command needs a value: command="..."'),
     ('no-pty="yes"', "option no-pty takes no value"),

@@ -575,8 +575,7 @@ class DemoClient:
         server = self.server
         if not self._serving() or not 0 <= port < 65536 or \
                 not server.remote_forward_allowed(address, port) or \
-                not self.key_grant.allows("port_forwarding", f"tcpip-forward {address}:{port}",
-                                          self.log):
+                not self.key_grant.allows_listen(address, port, self.log):
             return None
         if len(self._listeners) >= server.max_remote_forwards:
             logger.warning("client %s: tcpip-forward refused: %d listeners already", self.id,

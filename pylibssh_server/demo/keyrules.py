@@ -7,8 +7,8 @@ decides a public-key login as sshd(8) does (``from=``, ``expiry-time=``, certifi
 ``cert-authority`` / ``principals=`` / ``TrustedUserCAKeys``, ``source-address`` and
 ``force-command``) and returns a :class:`KeyGrant`: what the session may do afterwards
 (``command=``, ``environment=``, ``no-pty``, ``no-port-forwarding``, ``permitopen=``,
-``no-agent-forwarding``, ``restrict``, and the certificate's ``permit-*`` extensions).
-"""
+``permitlisten=``, ``no-agent-forwarding``, ``restrict``, and the certificate's ``permit-*``
+extensions)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class KeyGrant:
         command: the forced command (``command=`` or the certificate's ``force-command``).
         environment: ``environment=`` pairs for commands.
         permitopen: the direct-tcpip targets allowed (``port`` None: any), or None for any.
+        permitlisten: the tcpip-forward listeners allowed (host patterns), or None for any.
         permissions: the subset of ``pty``, ``port_forwarding``, ``agent_forwarding``,
             ``x11_forwarding``, ``user_rc`` that is allowed.
         restricted: any option or certificate limits the session (for the event log).
@@ -65,6 +66,7 @@ class KeyGrant:
     command: str | None = None
     environment: tuple[tuple[str, str], ...] = ()
     permitopen: tuple[tuple[str, int | None], ...] | None = None
+    permitlisten: tuple[tuple[str, int | None], ...] | None = None
     permissions: frozenset[str] = field(default=_PERMISSIONS)
     restricted: bool = False
 
@@ -104,6 +106,20 @@ class KeyGrant:
         log("key_option_applied", ("permitopen", f"{host}:{port} is not permitted"))
         return False
 
+    def allows_listen(self, address: str, port: int, log: Log) -> bool:
+        """Whether a tcpip-forward listener on ``address:port`` is allowed (port forwarding
+        at all, then ``permitlisten=``: a host pattern, matched case-insensitively against
+        the requested address, OpenSSH's ``localhost`` for none, and port or ``*``)."""
+        if not self.allows("port_forwarding", f"tcpip-forward {address}:{port}", log):
+            return False
+        if self.permitlisten is None:
+            return True
+        for pattern, allowed_port in self.permitlisten:
+            if allowed_port in (None, port) and _glob(address, pattern):
+                return True
+        log("key_option_applied", ("permitlisten", f"{address}:{port} is not permitted"))
+        return False
+
 
 #: The grant of a session that did not log in with a key: nothing is limited.
 UNRESTRICTED = KeyGrant()
@@ -123,7 +139,7 @@ def _grant(options: KeyOptions, origin: str, cert: UserCertificate | None = None
             command = cert.force_command
     restricted = bool(options.names) or cert is not None
     return KeyGrant(origin, command, options.environment, options.permitopen,
-                    frozenset(permissions), restricted)
+                    options.permitlisten, frozenset(permissions), restricted)
 
 
 class KeyRules:
