@@ -95,11 +95,31 @@ def test_per_user_keys(tmp_path: Path) -> None:
         assert ssh(server, anyone, "echo c", user="carol").stdout == "c\n"
 
 
+def cli_ssh(port: int, identity: Path, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """OpenSSH to a CLI server (host key not checked: the CLI made a fresh one)."""
+    argv = ["ssh", "-F", "none", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "LogLevel=ERROR",
+            "-i", str(identity), "-p", str(port), f"{user}@127.0.0.1", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+
+
 def test_cli_authorized_keys_for(tmp_path: Path) -> None:
-    """``--authorized-keys-for USER:FILE`` (with ``--authorized-keys`` for everyone) starts;
-    a malformed value is exit 2 naming the expected form."""
-    alice = keygen(tmp_path / "alice")
+    """``--authorized-keys-for USER:FILE`` (repeatable, with ``--authorized-keys`` for every
+    user): alice's key logs in alice only, the shared key anyone; a malformed value is exit 2
+    naming the expected form, a missing file exit 1."""
+    from test_demo_cli import running_cli
+
+    alice, anyone = keygen(tmp_path / "alice"), keygen(tmp_path / "anyone")
     (tmp_path / "alice_keys").write_text(line(alice) + "\n")
+    (tmp_path / "all_keys").write_text(line(anyone) + "\n")
+    with running_cli("--authorized-keys-for", f"alice:{tmp_path / 'alice_keys'}",
+                     "--authorized-keys", str(tmp_path / "all_keys")) as (_, ready):
+        port = ready["port"]
+        assert cli_ssh(port, alice, "alice", "echo a").stdout == "a\n"
+        assert denied(cli_ssh(port, alice, "bob", "true"))
+        assert cli_ssh(port, anyone, "bob", "echo b").stdout == "b\n"
     bad = run_cli("--authorized-keys-for", "alice")
     assert bad.returncode == 2 and "expected USER:FILE, not 'alice'" in bad.stderr
     missing = run_cli("--authorized-keys-for", f"alice:{tmp_path / 'nope'}")
@@ -500,17 +520,12 @@ def test_cli_trusted_user_ca_keys(keys: dict[str, Path], tmp_path: Path) -> None
     file with options is refused at start."""
     from test_demo_cli import running_cli
 
-    cert = sign(keys["ca"], keys["user"], "alice")
+    sign(keys["ca"], keys["user"], "alice")  # user-cert.pub, which ssh loads beside the key
     with running_cli("--trusted-user-ca-keys", f"{keys['ca']}.pub") as (_, ready):
         assert ready["auth_methods"] == ["publickey"]
-        argv = ["ssh", "-F", "none", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                "-i", str(keys["user"]), "-o", f"CertificateFile={cert}",
-                "-p", str(ready["port"]), "alice@127.0.0.1", "echo cli"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
-                                stdin=subprocess.DEVNULL)
+        result = cli_ssh(ready["port"], keys["user"], "alice", "echo cli")
         assert (result.returncode, result.stdout) == (0, "cli\n")
+        assert denied(cli_ssh(ready["port"], keys["user"], "bob", "true"))
     bad = tmp_path / "cas"
     bad.write_text(line(keys["ca"], "no-pty") + "\n")
     refused = run_cli("--trusted-user-ca-keys", str(bad))
