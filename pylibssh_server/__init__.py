@@ -31,7 +31,13 @@ from pylibssh_server.errors import (
     SshKeyError,
 )
 from pylibssh_server.event import POLLERR, POLLHUP, POLLIN, POLLOUT, SessionEvent
-from pylibssh_server.keys import SshKey, parse_authorized_keys
+from pylibssh_server.keys import (
+    AuthorizedKey,
+    KeyOptions,
+    SshKey,
+    parse_authorized_key_entries,
+    parse_authorized_keys,
+)
 from pylibssh_server.message import SshMessage
 from pylibssh_server.session import Session
 
@@ -45,6 +51,7 @@ __all__ = [
     "AuthMethod",
     "AuthStatus",
     "AuthenticationError",
+    "AuthorizedKey",
     "Bind",
     "CallbackError",
     "ChannelCallbacks",
@@ -52,6 +59,7 @@ __all__ = [
     "ChannelType",
     "GlobalRequestType",
     "KeyExchangeError",
+    "KeyOptions",
     "KeyType",
     "LibSSHError",
     "LogLevel",
@@ -70,6 +78,7 @@ __all__ = [
     "header_version",
     "libssh_version",
     "listen",
+    "parse_authorized_key_entries",
     "parse_authorized_keys",
     "set_log_level",
 ]

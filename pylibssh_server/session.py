@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
 from pylibssh_server._handle import Handle, HandoffLock
 from pylibssh_server.enums import AuthMethod, SessionStatus
-from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_rc, get_error
+from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_ptr, check_rc, get_error
 from pylibssh_server.hooks import MessageHook
 
 if TYPE_CHECKING:
@@ -267,6 +267,22 @@ class Session(Handle):
         """
         with self._lock:
             lib.ssh_set_auth_methods(self._c, int(methods))
+
+    def send_issue_banner(self, text: str) -> None:
+        """Send ``text`` as the pre-authentication banner (``ssh_send_issue_banner``:
+        ``SSH_MSG_USERAUTH_BANNER``, which OpenSSH prints).  Send it after the client asked
+        for the ``ssh-userauth`` service and before authentication succeeds (for example
+        from the first auth hook)."""
+        data = text.encode("utf-8", "surrogateescape")
+        if b"\0" in data:
+            raise ValueError("the banner cannot contain NUL characters")
+        with self._lock:
+            string = check_ptr(lib.ssh_string_from_char(data), "ssh_string_from_char")
+            try:
+                check_rc(lib.ssh_send_issue_banner(self._c, string), self._c,
+                         "ssh_send_issue_banner")
+            finally:
+                lib.ssh_string_free(string)
 
     def set_disconnect_message(self, message: str) -> None:
         """Reason text sent with DISCONNECT (``ssh_session_set_disconnect_message``)."""

@@ -110,8 +110,8 @@ class CommandTable:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}: not JSON: {exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{os.fspath(path)}: not UTF-8 JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("commands", {}), dict):
             raise ValueError(f"{os.fspath(path)}: expected an object with a \"commands\" object")
         unknown = set(data) - {"commands", "prompt", "banner"}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
 from pylibssh_server.demo.commands import CommandTable, Process, Reply
+from pylibssh_server.demo.faults import OutputGate
 
 if TYPE_CHECKING:
     from pylibssh_server.demo.sftp import SftpServer
@@ -75,6 +76,31 @@ class ChannelHandler:
         self.bytes_in = 0  # client bytes taken (each is delivered unless the reader is gone)
         #: ``time.monotonic()`` at which ``service()`` has timed work to do (None: none).
         self.deadline: float | None = None
+        #: Faults of the client (``throttle``, ``drop-after-bytes``; ``no-exit-status``
+        #: calls ``skip_exit_status`` instead of sending the status): set by the client.
+        self.gate: OutputGate | None = None
+        self.skip_exit_status: Callable[[], None] | None = None
+
+    def send(self, data: bytes, stderr: bool = False) -> None:
+        """Write channel data to the client, through the client's output gate if any."""
+        if self.gate is not None:
+            data = data[:self.gate.admit(len(data))]
+            if not data:
+                return
+        self.channel.write(data, stderr=stderr)
+
+    def _send_exit(self, status: int | None, signal_name: str | None = None) -> None:
+        """exit-status (or exit-signal), EOF, CLOSE, unless the channel is closed already."""
+        if self.channel.closed:
+            return
+        if self.skip_exit_status is not None:
+            self.skip_exit_status()
+        elif signal_name is not None:
+            self.channel.send_exit_signal(signal_name, core=False, errmsg="", lang="")
+        elif status is not None:
+            self.channel.send_exit_status(status)
+        self.channel.send_eof()
+        self.channel.close()
 
     def input_room(self) -> int:
         """How many client bytes the handler can take now."""
@@ -159,8 +185,15 @@ class _Pump:
         self.resume()
 
     def _ready(self, fd: int, revents: int) -> None:
+        size = PUMP_PIPE_SIZE
+        gate = self.handler.gate
+        if gate is not None:
+            size = min(size, gate.room())
+            if size <= 0:
+                self.pause()  # throttled: service() resumes once the gate has room
+                return
         try:
-            data = os.read(fd, PUMP_PIPE_SIZE)
+            data = os.read(fd, size)
         except BlockingIOError:
             return
         except OSError:
@@ -186,8 +219,10 @@ class _Pump:
             self.handler.event.add_fd(self.fd, self._ready, POLLIN)
 
     def service(self) -> None:
+        gate = self.handler.gate
         if self.fd is not None and not self.polled and \
-                self.handler.channel.pending_bytes < LOW_WATER:
+                self.handler.channel.pending_bytes < LOW_WATER and \
+                (gate is None or gate.room() > 0):
             self.resume()
 
     def stop(self) -> None:
@@ -379,11 +414,12 @@ class _ExitSequence:
     channel: SshChannel
     finished: bool
 
+    if TYPE_CHECKING:  # ChannelHandler's, which every class using this mixin has
+        def _send_exit(self, status: int | None, signal_name: str | None = None) -> None: ...
+
     def _exit(self, status: int) -> None:
-        if not self.finished and not self.channel.closed:
-            self.channel.send_exit_status(status)
-            self.channel.send_eof()
-            self.channel.close()
+        if not self.finished:
+            self._send_exit(status)
         self.finished = True
 
 
@@ -401,7 +437,7 @@ class CommandFailedHandler(_ExitSequence, ChannelHandler):
         if self.finished:
             return
         if not self.channel.closed:
-            self.channel.write(self.message.encode("utf-8", "replace"), stderr=True)
+            self.send(self.message.encode("utf-8", "replace"), stderr=True)
         self._exit(self.status)
 
 
@@ -422,9 +458,9 @@ class _StreamsHandler(_SinkHandler):
                         stderr_as_stdout: bool = False) -> None:
         self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
                                            self._stdin_broken)
-        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
+        self.stdout = _Pump(self, stdout_fd, self.send, lambda: None)
         self.stderr = None if stderr_fd is None else _Pump(
-            self, stderr_fd, lambda d: self.channel.write(d, stderr=not stderr_as_stdout),
+            self, stderr_fd, lambda d: self.send(d, stderr=not stderr_as_stdout),
             lambda: None)
 
     def _stdin_broken(self) -> None:
@@ -617,15 +653,11 @@ class ExecHandler(_StreamsHandler):
         self._kill_group(whole_session=self.terminal is not None)
         self._release_pidfd()
         self.stdin.close()
-        if not self.channel.closed:
-            status = self.proc.returncode
-            if status < 0:
-                name = _SIGNAL_NAMES.get(-status, "KILL")
-                self.channel.send_exit_signal(name, core=False, errmsg="", lang="")
-            else:
-                self.channel.send_exit_status(status)
-            self.channel.send_eof()
-            self.channel.close()
+        status = self.proc.returncode
+        if status < 0:
+            self._send_exit(None, _SIGNAL_NAMES.get(-status, "KILL"))
+        else:
+            self._send_exit(status)
         self.exit_sent = True
         self.finished = True
 
@@ -656,8 +688,12 @@ class SftpHandler(_ExitSequence, ChannelHandler):
         self.client_eof = False
 
     def input_room(self) -> int:
-        # Replies are queued on the channel: stop reading requests while it is congested.
-        return 0 if self.channel.pending_bytes > HIGH_WATER else INPUT_LIMIT
+        # Replies are queued on the channel: stop reading requests while it is congested
+        # (or the throttle is in debt for the replies already sent).
+        if self.channel.pending_bytes > HIGH_WATER or \
+                (self.gate is not None and self.gate.room() == 0):
+            return 0
+        return INPUT_LIMIT
 
     def on_data(self, data: bytes) -> int:
         if self.finished or self.input_room() == 0:
@@ -682,7 +718,7 @@ class SftpHandler(_ExitSequence, ChannelHandler):
                 self.channel.abort()
             return len(data)
         if reply:
-            self.channel.write(reply)
+            self.send(reply)
         return len(data)
 
     def on_eof(self) -> None:
@@ -730,7 +766,7 @@ class ForwardHandler(_SinkHandler):
         self.outbound = self.sink = _Sink(self, sock.fileno(), sock.send, self._reset,
                                           close_fd=False)
         self.outbound.finish = self._shutdown_write  # type: ignore[method-assign]
-        self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write, self._target_eof)
+        self.inbound = _Pump(self, os.dup(sock.fileno()), self.send, self._target_eof)
 
     def _reset(self) -> None:
         self.terminate()
@@ -814,9 +850,9 @@ class CannedHandler(_ExitSequence, ChannelHandler):
         self.deadline = None
         if not self.channel.closed:
             if self.reply.stdout:
-                self.channel.write(_terminal_text(self.reply.stdout, self.terminal))
+                self.send(_terminal_text(self.reply.stdout, self.terminal))
             if self.reply.stderr:
-                self.channel.write(_terminal_text(self.reply.stderr, self.terminal),
+                self.send(_terminal_text(self.reply.stderr, self.terminal),
                                    stderr=self.terminal is None)
         self._exit(self.reply.exit_status)
 
@@ -933,7 +969,7 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
                 self.line += ch
                 echo += ch
         if self.terminal is not None and echo and not self.channel.closed:
-            self.channel.write(bytes(echo))
+            self.send(bytes(echo))
 
     def _queue(self, output: bytes, status: int | None, delay: float = 0.0) -> None:
         self.pending.append((time.monotonic() + delay, output, status))
@@ -970,18 +1006,18 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
             self.started = True
             self.deadline = None
             if self.table.banner:
-                self.channel.write(_terminal_text(self.table.banner, self.terminal))
-            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+                self.send(_terminal_text(self.table.banner, self.terminal))
+            self.send(_terminal_text(self.table.prompt, self.terminal))
         now = time.monotonic()
         while self.pending and self.pending[0][0] <= now:
             _, output, status = self.pending.pop(0)
             if output:
-                self.channel.write(output)
+                self.send(output)
             if status is not None:
                 self.pending.clear()
                 self._exit(status)
                 return
-            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+            self.send(_terminal_text(self.table.prompt, self.terminal))
         self.deadline = self.pending[0][0] if self.pending else None
         super().service()
 
