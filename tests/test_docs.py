@@ -61,3 +61,16 @@ def test_guide_python_blocks_run() -> None:
     assert len(blocks) >= 2
     for name, block in blocks:
         exec(compile(block, name, "exec"), {})
+
+
+def test_api_reference_names_every_public_name() -> None:
+    """Each name in ``__all__`` of ``pylibssh_server`` and ``pylibssh_server.demo`` (the
+    enums through their module) has an entry in docs/api.md."""
+    import pylibssh_server
+    import pylibssh_server.demo
+    from pylibssh_server import enums
+
+    api = (DOCS / "api.md").read_text()
+    documented = set(re.findall(r"pylibssh_server(?:\.demo)?\.(\w+)", api)) | set(dir(enums))
+    names = [*pylibssh_server.__all__, *pylibssh_server.demo.__all__]
+    assert [n for n in names if n not in documented and n != "__version__"] == []
