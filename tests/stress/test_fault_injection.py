@@ -71,8 +71,10 @@ def test_drop_after_bytes_mid_sftp(tmp_path: Path) -> None:
         try:
             sftp = paramiko.SFTPClient.from_transport(transport)
             assert sftp is not None
-            with pytest.raises((OSError, EOFError, paramiko.SSHException)):
-                sftp.get("/big.bin", str(tmp_path / "copy.bin"))
+            # A plain read, not get(): get's prefetch thread would meet the cut unhandled.
+            with pytest.raises((OSError, EOFError, paramiko.SSHException)), \
+                    sftp.open("/big.bin", "rb") as remote:
+                remote.read()
         finally:
             transport.close()
         assert (tmp_path / "big.bin").stat().st_size == 4 << 20
