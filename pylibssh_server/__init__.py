@@ -31,8 +31,15 @@ from pylibssh_server.errors import (
     SshKeyError,
 )
 from pylibssh_server.event import POLLERR, POLLHUP, POLLIN, POLLOUT, SessionEvent
-from pylibssh_server.keys import SshKey, parse_authorized_keys
+from pylibssh_server.keys import (
+    AuthorizedKey,
+    KeyOptions,
+    SshKey,
+    parse_authorized_key_entries,
+    parse_authorized_keys,
+)
 from pylibssh_server.message import SshMessage
+from pylibssh_server.pipe import ChannelPump, ChannelSink
 from pylibssh_server.session import Session
 
 __version__ = "0.1.0"
@@ -45,13 +52,17 @@ __all__ = [
     "AuthMethod",
     "AuthStatus",
     "AuthenticationError",
+    "AuthorizedKey",
     "Bind",
     "CallbackError",
     "ChannelCallbacks",
+    "ChannelPump",
     "ChannelRequestType",
+    "ChannelSink",
     "ChannelType",
     "GlobalRequestType",
     "KeyExchangeError",
+    "KeyOptions",
     "KeyType",
     "LibSSHError",
     "LogLevel",
@@ -70,6 +81,7 @@ __all__ = [
     "header_version",
     "libssh_version",
     "listen",
+    "parse_authorized_key_entries",
     "parse_authorized_keys",
     "set_log_level",
 ]

@@ -17,7 +17,7 @@ __all__ = ["features", "ffi", "lib", "libssh_version", "require_feature"]
 
 lib.ssh_init()
 
-logger = logging.getLogger("pylibssh_server.libssh")
+logger: logging.Logger = logging.getLogger("pylibssh_server.libssh")
 
 # (feature name, C flag, minimum libssh version that has it)
 _FEATURES = (
@@ -55,7 +55,7 @@ def header_version() -> str:
 
 def runtime_at_least(version: str) -> bool:
     """Whether the loaded libssh is at least ``version`` (``ssh_version`` with a minimum)."""
-    return lib.ssh_version(_version_int(version)) != ffi.NULL
+    return bool(lib.ssh_version(_version_int(version)) != ffi.NULL)
 
 
 def require_feature(name: str) -> None:

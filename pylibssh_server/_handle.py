@@ -50,6 +50,7 @@ class HandoffLock:
         return self._waiters
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``RLock.acquire``; while waiting, asks the holder to hand the lock over."""
         if not self._lock.acquire(False) and (not blocking or not self._wait(timeout)):
             return False
         self._count += 1
@@ -92,6 +93,7 @@ class HandoffLock:
         return False
 
     def release(self) -> None:
+        """As ``RLock.release``."""
         self._count -= 1
         if not self._count:
             self._owner = None

@@ -17,12 +17,13 @@ from pylibssh_server._ffi import ffi, lib, set_log_level
 from pylibssh_server._handle import Handle
 from pylibssh_server.enums import AuthMethod, LogLevel
 from pylibssh_server.errors import LibSSHError, SshKeyError, check_rc, get_error
+from pylibssh_server.hooks import MessageHook
 from pylibssh_server.keys import PathLike, SshKey
 from pylibssh_server.session import Session
 
 __all__ = ["Bind", "listen"]
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
 SessionHandler = Callable[[Session], Any]
 
@@ -99,7 +100,7 @@ class Bind(Handle):
         pubkey_accepted_types: str | None = None,
         banner: str | None = None,
         backlog: int = 128,
-        message_callback: Callable[..., Any] | None = None,
+        message_callback: MessageHook | None = None,
     ) -> None:
         if hostkey is None and key is None:
             raise ValueError("Bind needs a host key: pass key=SshKey.generate() or "
@@ -239,7 +240,7 @@ class Bind(Handle):
         with self._lock:
             return get_error(self._c)
 
-    def set_message_callback(self, callback: Callable[..., Any] | None) -> None:
+    def set_message_callback(self, callback: MessageHook | None) -> None:
         """Install ``callback`` as the message callback of every session accepted from now."""
         self.message_callback = callback
 

@@ -26,6 +26,31 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pylibssh_server._ffi import ffi, lib
+from pylibssh_server.hooks import (
+    AuthGssapiMicHook,
+    AuthKbdintHook,
+    AuthNoneHook,
+    AuthPasswordHook,
+    AuthPubkeyHook,
+    ChannelDataHook,
+    ChannelEnvRequestHook,
+    ChannelExecRequestHook,
+    ChannelExitSignalHook,
+    ChannelExitStatusHook,
+    ChannelNotifyHook,
+    ChannelOpenDirectTcpipHook,
+    ChannelOpenResponseHook,
+    ChannelOpenSessionHook,
+    ChannelPtyRequestHook,
+    ChannelRequestHook,
+    ChannelSignalHook,
+    ChannelSubsystemRequestHook,
+    ChannelWindowChangeHook,
+    ChannelWriteWontblockHook,
+    ChannelX11RequestHook,
+    DataRoomHook,
+    ServiceRequestHook,
+)
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
@@ -33,9 +58,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ChannelCallbacks", "ServerCallbacks"]
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
-DENY_AUTH = lib.SSH_AUTH_DENIED
+DENY_AUTH: int = lib.SSH_AUTH_DENIED
 DENY_REQUEST = 1  # channel requests: 0 accepts, anything else refuses
 DEFAULT_REPLY = 1  # message callback: 1 lets libssh send the default (negative) reply
 
@@ -51,7 +76,7 @@ def _str(ptr: Any) -> str:
 def _to_auth(value: Any) -> int:
     """Auth hooks: ``AuthStatus``/int as is; True means success; False/None mean denied."""
     if value is True:
-        return lib.SSH_AUTH_SUCCESS
+        return int(lib.SSH_AUTH_SUCCESS)
     if value is None or value is False:
         return DENY_AUTH
     return int(value)
@@ -155,14 +180,14 @@ class ServerCallbacks(_CallbackStruct):
     def __init__(
         self,
         *,
-        on_auth_password: Hook = None,
-        on_auth_none: Hook = None,
-        on_auth_gssapi_mic: Hook = None,
-        on_auth_pubkey: Hook = None,
-        on_service_request: Hook = None,
-        on_channel_open_request_session: Hook = None,
-        on_auth_kbdint: Hook = None,
-        on_channel_open_request_direct_tcpip: Hook = None,
+        on_auth_password: AuthPasswordHook | None = None,
+        on_auth_none: AuthNoneHook | None = None,
+        on_auth_gssapi_mic: AuthGssapiMicHook | None = None,
+        on_auth_pubkey: AuthPubkeyHook | None = None,
+        on_service_request: ServiceRequestHook | None = None,
+        on_channel_open_request_session: ChannelOpenSessionHook | None = None,
+        on_auth_kbdint: AuthKbdintHook | None = None,
+        on_channel_open_request_direct_tcpip: ChannelOpenDirectTcpipHook | None = None,
         userdata: Any = None,
     ) -> None:
         hooks = dict(locals())
@@ -243,23 +268,23 @@ class ChannelCallbacks(_CallbackStruct):
     def __init__(
         self,
         *,
-        on_data: Hook = None,
-        on_eof: Hook = None,
-        on_close: Hook = None,
-        on_signal: Hook = None,
-        on_exit_status: Hook = None,
-        on_exit_signal: Hook = None,
-        on_pty_request: Hook = None,
-        on_shell_request: Hook = None,
-        on_auth_agent_req: Hook = None,
-        on_x11_req: Hook = None,
-        on_pty_window_change: Hook = None,
-        on_exec_request: Hook = None,
-        on_env_request: Hook = None,
-        on_subsystem_request: Hook = None,
-        on_write_wontblock: Hook = None,
-        on_open_response: Hook = None,
-        data_room: Callable[[int], int] | None = None,
+        on_data: ChannelDataHook | None = None,
+        on_eof: ChannelNotifyHook | None = None,
+        on_close: ChannelNotifyHook | None = None,
+        on_signal: ChannelSignalHook | None = None,
+        on_exit_status: ChannelExitStatusHook | None = None,
+        on_exit_signal: ChannelExitSignalHook | None = None,
+        on_pty_request: ChannelPtyRequestHook | None = None,
+        on_shell_request: ChannelRequestHook | None = None,
+        on_auth_agent_req: ChannelNotifyHook | None = None,
+        on_x11_req: ChannelX11RequestHook | None = None,
+        on_pty_window_change: ChannelWindowChangeHook | None = None,
+        on_exec_request: ChannelExecRequestHook | None = None,
+        on_env_request: ChannelEnvRequestHook | None = None,
+        on_subsystem_request: ChannelSubsystemRequestHook | None = None,
+        on_write_wontblock: ChannelWriteWontblockHook | None = None,
+        on_open_response: ChannelOpenResponseHook | None = None,
+        data_room: DataRoomHook | None = None,
         userdata: Any = None,
     ) -> None:
         hooks = dict(locals())

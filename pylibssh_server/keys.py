@@ -6,9 +6,13 @@ Also parses OpenSSH ``authorized_keys`` files.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 from pylibssh_server._ffi import ffi, lib
@@ -16,9 +20,10 @@ from pylibssh_server._handle import Handle, Lock
 from pylibssh_server.enums import KeyType
 from pylibssh_server.errors import SshKeyError
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
-__all__ = ["SshKey", "parse_authorized_keys"]
+__all__ = ["SUPPORTED_KEY_OPTIONS", "AuthorizedKey", "KeyOptions", "SshKey",
+           "parse_authorized_key_entries", "parse_authorized_keys"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -283,7 +288,7 @@ class SshKey(Handle):
     def type(self) -> KeyType | int:
         """The key type (``ssh_key_type``)."""
         with self._lock:
-            value = lib.ssh_key_type(self._c)
+            value: int = lib.ssh_key_type(self._c)
         try:
             return KeyType(value)
         except ValueError:
@@ -344,7 +349,7 @@ class SshKey(Handle):
         # b.public_equals(a) in another would otherwise deadlock.
         first, second = sorted((self._lock, other._lock), key=id)
         with first, second:
-            return lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0
+            return bool(lib.ssh_key_cmp(self._c, other._c, lib.SSH_KEY_CMP_PUBLIC) == 0)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SshKey):
@@ -362,6 +367,210 @@ class SshKey(Handle):
             return f"<SshKey {self.type_name} {kind} {self.fingerprint()}>"
 
 
+#: The ``authorized_keys`` options :func:`parse_authorized_key_entries` parses (and the
+#: DemoServer enforces); a line with any other option is refused.
+SUPPORTED_KEY_OPTIONS = frozenset({
+    "agent-forwarding", "cert-authority", "command", "environment", "expiry-time", "from",
+    "no-agent-forwarding", "no-port-forwarding", "no-pty", "no-user-rc", "no-x11-forwarding",
+    "permitlisten", "permitopen", "port-forwarding", "principals", "pty", "restrict", "user-rc",
+    "x11-forwarding",
+})
+#: Options that take no value, and the permission each one sets (``restrict`` clears all).
+_FLAG_OPTIONS = {
+    "pty": ("pty", True), "no-pty": ("pty", False),
+    "port-forwarding": ("port_forwarding", True), "no-port-forwarding": ("port_forwarding", False),
+    "agent-forwarding": ("agent_forwarding", True),
+    "no-agent-forwarding": ("agent_forwarding", False),
+    "x11-forwarding": ("x11_forwarding", True), "no-x11-forwarding": ("x11_forwarding", False),
+    "user-rc": ("user_rc", True), "no-user-rc": ("user_rc", False),
+}
+_PERMISSIONS = ("pty", "port_forwarding", "agent_forwarding", "x11_forwarding", "user_rc")
+_ENV_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class KeyOptions:
+    """The options of one ``authorized_keys`` line, as sshd(8) reads them.
+
+    Attributes:
+        cert_authority: the key is a certificate authority: it authorizes user certificates
+            it signed, never a login with the CA key itself.
+        principals: ``principals="a,b"`` of a cert-authority line (a certificate must name
+            one of them); None: the certificate must name the user.
+        from_patterns: ``from="pattern-list"`` (matched against the client's address).
+        command: ``command="..."``: the forced command.
+        environment: ``environment="NAME=value"`` pairs, in order (the first of a name wins).
+        permitopen: ``permitopen="host:port"`` targets (``port`` None for ``*``); None: any.
+        permitlisten: ``permitlisten="[host:]port"`` listeners for ``ssh -R`` (``host`` a
+            pattern, ``*`` without one; ``port`` None for ``*``); None: any.
+        expiry_time: ``expiry-time="YYYYMMDD[HHMM[SS]][Z]"`` as a POSIX time, or None.
+        pty, port_forwarding, agent_forwarding, x11_forwarding, user_rc: what the key may
+            do (``no-pty``, ``restrict`` ... clear them; ``pty`` ... after ``restrict``
+            set them again).
+        names: the option names as the line has them, in order (lower-cased).
+    """
+
+    cert_authority: bool = False
+    principals: tuple[str, ...] | None = None
+    from_patterns: str | None = None
+    command: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+    permitopen: tuple[tuple[str, int | None], ...] | None = None
+    permitlisten: tuple[tuple[str, int | None], ...] | None = None
+    expiry_time: float | None = None
+    pty: bool = True
+    port_forwarding: bool = True
+    agent_forwarding: bool = True
+    x11_forwarding: bool = True
+    user_rc: bool = True
+    names: tuple[str, ...] = ()
+
+
+@dataclass
+class AuthorizedKey:
+    """One ``authorized_keys`` line: its key (owned), its options and its line number."""
+
+    key: SshKey
+    options: KeyOptions = field(default_factory=KeyOptions)
+    line: int = 0
+
+    def close(self) -> None:
+        """Free the key (``ssh_key_free``; idempotent)."""
+        self.key.close()
+
+
+def _parse_option_pairs(number: int, text: str) -> list[tuple[str, str | None]]:
+    """``name[="value"]`` items of an options field, as sshd reads them: names are
+    case-insensitive, a value is double-quoted and ``\\"`` in it is a quote."""
+    pairs: list[tuple[str, str | None]] = []
+    pos = 0
+    while pos < len(text):
+        end = pos
+        while end < len(text) and text[end] not in "=,":
+            end += 1
+        name = text[pos:end].strip().lower()
+        if not name:
+            raise SshKeyError(f"authorized_keys line {number}: empty key option")
+        value: str | None = None
+        pos = end
+        if pos < len(text) and text[pos] == "=":
+            if text[pos + 1 : pos + 2] != '"':
+                raise SshKeyError(f"authorized_keys line {number}: option {name}: the value "
+                                  'must be in double quotes (name="value")')
+            chars: list[str] = []
+            pos += 2
+            while pos < len(text) and text[pos] != '"':
+                if text[pos] == "\\" and text[pos + 1 : pos + 2] == '"':
+                    pos += 1
+                chars.append(text[pos])
+                pos += 1
+            if pos >= len(text):
+                raise SshKeyError(f"authorized_keys line {number}: option {name}: missing "
+                                  "closing quote")
+            value = "".join(chars)
+            pos += 1
+        if pos < len(text) and text[pos] != ",":
+            raise SshKeyError(f"authorized_keys line {number}: option {name}: expected a "
+                              f"comma after it, not {text[pos]!r}")
+        pos += 1
+        pairs.append((name, value))
+    return pairs
+
+
+def _key_options(number: int, pairs: list[tuple[str, str | None]]) -> KeyOptions:
+    """The :class:`KeyOptions` of supported ``pairs``, applied in order as sshd does."""
+    def fail(message: str) -> SshKeyError:
+        return SshKeyError(f"authorized_keys line {number}: {message}")
+
+    values: dict[str, Any] = {name: True for name in _PERMISSIONS}
+    env: dict[str, str] = {}
+    opens: list[tuple[str, int | None]] = []
+    listens: list[tuple[str, int | None]] = []
+    for name, value in pairs:
+        if name in _FLAG_OPTIONS or name in ("restrict", "cert-authority"):
+            if value is not None:
+                raise fail(f"option {name} takes no value")
+            if name == "restrict":
+                values.update({perm: False for perm in _PERMISSIONS})
+            elif name == "cert-authority":
+                values["cert_authority"] = True
+            else:
+                attr, allowed = _FLAG_OPTIONS[name]
+                values[attr] = allowed
+            continue
+        if value is None:
+            raise fail(f'option {name} needs a value: {name}="..."')
+        if name == "environment":
+            env_name, eq, env_value = value.partition("=")
+            if not eq or not _ENV_NAME.fullmatch(env_name):
+                raise fail(f'invalid environment="{value}": it must be NAME=value')
+            env.setdefault(env_name, env_value)
+        elif name in ("permitopen", "permitlisten"):
+            (opens if name == "permitopen" else listens).extend(
+                _permit_target(number, name, item) for item in value.split(","))
+        else:
+            attr = {"command": "command", "from": "from_patterns", "principals": "principals",
+                    "expiry-time": "expiry_time"}[name]
+            if attr in values:
+                raise fail(f"option {name} given twice")
+            if name == "from":
+                check_pattern_list(value, f"authorized_keys line {number}: from")
+            values[attr] = (tuple(p for p in value.split(",") if p) if name == "principals"
+                            else _expiry_time(number, value) if name == "expiry-time"
+                            else value)
+    return KeyOptions(environment=tuple(env.items()),
+                      permitopen=tuple(opens) if opens else None,
+                      permitlisten=tuple(listens) if listens else None,
+                      names=tuple(name for name, _ in pairs), **values)
+
+
+def _permit_target(number: int, name: str, item: str) -> tuple[str, int | None]:
+    """``host:port`` of a ``permitopen`` / ``permitlisten`` item (``[v6]:port``; a bare port
+    is any host for ``permitlisten``, as in sshd)."""
+    item = item.strip()
+    host, sep, port = item.rpartition(":")
+    if not sep and name == "permitlisten":
+        host, sep = "*", ":"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+        form = "[host:]port" if name == "permitlisten" else "host:port"
+        raise SshKeyError(f'authorized_keys line {number}: invalid {name}="{item}": it must '
+                          f"be {form} (port a number or *)")
+    return host.lower(), None if port == "*" else int(port)
+
+
+def _expiry_time(number: int, text: str) -> float:
+    """sshd's ``expiry-time`` format: YYYYMMDD[HHMM[SS]], local time, or UTC with ``Z``."""
+    digits, utc = (text[:-1], True) if text.endswith(("Z", "z")) else (text, False)
+    formats = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+    try:
+        if not digits.isdigit():
+            raise ValueError(text)
+        when = datetime.datetime.strptime(digits, formats[len(digits)])
+    except (KeyError, ValueError):
+        raise SshKeyError(f'authorized_keys line {number}: invalid expiry-time="{text}": it '
+                          "must be YYYYMMDD[HHMM[SS]] (Z for UTC)") from None
+    if utc:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def check_pattern_list(patterns: str, what: str) -> None:
+    """Check a ``from=`` pattern list at load time: ``SshKeyError`` naming ``what`` for an
+    empty pattern or an address/masklen that is no network (sshd would refuse every login
+    with such a line only when it is used)."""
+    for item in patterns.split(","):
+        pattern = item[1:] if item.startswith("!") else item
+        if not pattern:
+            raise SshKeyError(f"{what}: empty pattern in {patterns!r}")
+        if "/" in pattern and not any(c in pattern for c in "*?"):
+            try:
+                ipaddress.ip_network(pattern, strict=True)
+            except ValueError as exc:
+                raise SshKeyError(f"{what}: {exc}") from None
+
+
 def parse_authorized_keys(
     source: PathLike | str | Iterable[str], *, ignore_options: bool = False
 ) -> list[SshKey]:
@@ -370,8 +579,9 @@ def parse_authorized_keys(
     Raises ``FileNotFoundError`` for a path (a ``PathLike``, or a one-line string without white
     space) that does not name a file.
 
-    Key options (``from="..."``, ``command="..."``, ``no-pty`` ...) are not enforced, so a line
-    that has any is refused: in sshd it would grant less than a plain key does.  With
+    A plain :class:`SshKey` cannot carry key options (``from="..."``, ``command="..."``,
+    ``no-pty`` ...), so a line that has any is refused: in sshd it would grant less than a
+    plain key does (:func:`parse_authorized_key_entries` keeps them).  With
     ``ignore_options=True`` such a line is loaded as a plain key and a warning naming the
     options is logged.  A ``cert-authority`` line is never loaded as a key (it authorizes
     certificates signed by that CA, not the CA key itself): it is refused, or with
@@ -382,6 +592,64 @@ def parse_authorized_keys(
     sit in a comment), a file may hold bytes that are not UTF-8 outside the key itself, and
     ``\\"`` in an option value is a quote that does not end the value.
     """
+    keys: list[SshKey] = []
+    try:
+        for number, options, key_type, blob in _authorized_lines(source):
+            names = _option_names(options)
+            if names and not _options_allowed(number, names, ignore_options):
+                continue
+            keys.append(_import_line_key(number, key_type, blob))
+    except BaseException:
+        for key in keys:
+            key.close()
+        raise
+    return keys
+
+
+def parse_authorized_key_entries(
+    source: PathLike | str | Iterable[str], *, ignore_options: bool = False
+) -> list[AuthorizedKey]:
+    """Parse ``authorized_keys`` like :func:`parse_authorized_keys`, keeping each line's
+    options as a :class:`KeyOptions` (sshd(8), AUTHORIZED_KEYS FILE FORMAT).
+
+    The options the DemoServer enforces are parsed (see :data:`SUPPORTED_KEY_OPTIONS`);
+    ``cert-authority`` lines are kept (``options.cert_authority``: the key is a CA, never a
+    login key).  A line with any other option is refused with an ``SshKeyError`` naming the
+    line and the options, or with ``ignore_options=True`` loaded as a plain key without any
+    of its options (a warning names them; a ``cert-authority`` line is then skipped).
+    """
+    entries: list[AuthorizedKey] = []
+    try:
+        for number, options, key_type, blob in _authorized_lines(source):
+            parsed = KeyOptions()
+            if options:
+                pairs = _parse_option_pairs(number, options)
+                unsupported = [name for name, _ in pairs if name not in SUPPORTED_KEY_OPTIONS]
+                if ignore_options:
+                    if not _options_allowed(number, [name for name, _ in pairs], True):
+                        continue
+                elif unsupported:
+                    raise SshKeyError(
+                        f"authorized_keys line {number}: unsupported key options "
+                        f"({', '.join(unsupported)}); the DemoServer enforces "
+                        f"{', '.join(sorted(SUPPORTED_KEY_OPTIONS))}; remove them, or pass "
+                        "ignore_key_options=True (--ignore-key-options) to load the key "
+                        "without any options")
+                else:
+                    parsed = _key_options(number, pairs)
+            entries.append(AuthorizedKey(_import_line_key(number, key_type, blob), parsed,
+                                         number))
+    except BaseException:
+        for entry in entries:
+            entry.key.close()
+        raise
+    return entries
+
+
+def _authorized_lines(
+    source: PathLike | str | Iterable[str],
+) -> Iterator[tuple[int, str, str, str]]:
+    """``(line number, options text, key type, base64)`` of each key line of ``source``."""
     # A path, or key text: a key line has a space between type and data; a path names a file
     # or, when it names none, has no white space at all (so a missing file is reported).
     is_path = isinstance(source, os.PathLike) or (
@@ -398,54 +666,49 @@ def parse_authorized_keys(
         lines = source.split("\n")
     else:
         lines = list(source)  # type: ignore[arg-type]
-    keys: list[SshKey] = []
-    try:
-        for number, raw in enumerate(lines, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = _split_options(line)
+        for i, word in enumerate(fields):
+            c_field = _c_ascii(word)
+            if c_field is None or \
+                    lib.ssh_key_type_from_name(c_field) == lib.SSH_KEYTYPE_UNKNOWN:
                 continue
-            fields = _split_options(line)
-            for i, field in enumerate(fields):
-                c_field = _c_ascii(field)
-                if c_field is None or \
-                        lib.ssh_key_type_from_name(c_field) == lib.SSH_KEYTYPE_UNKNOWN:
-                    continue
-                if i + 1 >= len(fields):
-                    raise SshKeyError(f"authorized_keys line {number}: missing key data")
-                options = _option_names(",".join(fields[:i])) if i else []
-                if options and not _options_allowed(number, options, ignore_options):
-                    break
-                try:
-                    keys.append(SshKey._import_public(field, fields[i + 1]))
-                except SshKeyError as exc:
-                    raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
-                break
-            else:
-                raise SshKeyError(f"authorized_keys line {number}: no known key type found")
-    except BaseException:
-        for key in keys:
-            key.close()
-        raise
-    return keys
+            if i + 1 >= len(fields):
+                raise SshKeyError(f"authorized_keys line {number}: missing key data")
+            yield number, ",".join(fields[:i]), word, fields[i + 1]
+            break
+        else:
+            raise SshKeyError(f"authorized_keys line {number}: no known key type found")
+
+
+def _import_line_key(number: int, key_type: str, blob: str) -> SshKey:
+    try:
+        return SshKey._import_public(key_type, blob)
+    except SshKeyError as exc:
+        raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
 
 
 def _options_allowed(number: int, options: list[str], ignore: bool) -> bool:
-    """Whether a key line with ``options`` is loaded (False: skipped); raises if refused."""
+    """Whether a key line with ``options`` is loaded as a plain key (False: skipped); raises
+    if refused."""
     names = ", ".join(options)
     if "cert-authority" in options:
         if not ignore:
             raise SshKeyError(
-                f"authorized_keys line {number}: cert-authority lines are not supported (they "
-                "authorize certificates signed by that CA, and certificate authentication is "
-                "not implemented); remove the line")
+                f"authorized_keys line {number}: cert-authority lines are not supported here "
+                "(they authorize certificates signed by that CA, never the CA key): use "
+                "parse_authorized_key_entries, or remove the line")
         logger.warning("authorized_keys line %d: cert-authority line skipped: it must not "
                        "authorize the CA key itself", number)
         return False
     if not ignore:
         raise SshKeyError(
-            f"authorized_keys line {number}: key options are not enforced ({names}); remove "
-            "them, or pass ignore_key_options=True (--ignore-key-options) to load the key "
-            "without them")
+            f"authorized_keys line {number}: key options are not enforced ({names}) on a "
+            "plain key; use parse_authorized_key_entries, remove them, or pass "
+            "ignore_key_options=True (--ignore-key-options) to load the key without them")
     logger.warning("authorized_keys line %d: key options ignored, not enforced: %s",
                    number, names)
     return True

@@ -37,7 +37,7 @@ class SshMessage(Handle):
     def __init__(self, ptr: Any, session: Session) -> None:
         super().__init__(ptr, owning=False, lock=session._lock)
         self.session = session
-        self.replied = False
+        self.replied: bool = False
 
     @property
     def type(self) -> int:

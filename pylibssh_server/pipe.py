@@ -255,7 +255,7 @@ class ChannelSink(_FdPipe):
         with self._lock:
             if self._closed:
                 return False
-            return lib.pylibssh_sink_shutdown(self._c) == 0
+            return bool(lib.pylibssh_sink_shutdown(self._c) == 0)
 
     def _unhook(self) -> None:
         ptr, self._attached = self._attached, None

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
 from pylibssh_server._handle import Handle, HandoffLock
 from pylibssh_server.enums import AuthMethod, SessionStatus
-from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_rc, get_error
+from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_ptr, check_rc, get_error
+from pylibssh_server.hooks import MessageHook
 
 if TYPE_CHECKING:
     from pylibssh_server.callbacks import ServerCallbacks
@@ -24,9 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Session"]
 
-logger = logging.getLogger("pylibssh_server")
+logger: logging.Logger = logging.getLogger("pylibssh_server")
 
-MessageHook = Callable[..., Any]
 
 #: Per thread: the sessions whose libssh calls (and so callbacks) the thread is inside.
 _driving = threading.local()
@@ -95,12 +95,12 @@ class Session(Handle):
         self._wake_lock = threading.Lock()
         self._interrupted = False
         #: True once an auth callback returned success (libssh has no public getter).
-        self.authenticated = False
+        self.authenticated: bool = False
         #: The user name of the last authentication attempt (or the authenticated user).
         self.user: str | None = None
         #: ``(host, port)`` of the client, set by ``Bind.accept``.
         self.peer: tuple[str, int] | None = None
-        self.auth_attempts = 0
+        self.auth_attempts: int = 0
         self._blocking = True
         # Bytes handed to libssh's output buffer since it last drained (see
         # SshChannel._flush_queue), in C memory: the C pumps of pipe.py count into it too.
@@ -277,6 +277,22 @@ class Session(Handle):
         """
         with self._lock:
             lib.ssh_set_auth_methods(self._c, int(methods))
+
+    def send_issue_banner(self, text: str) -> None:
+        """Send ``text`` as the pre-authentication banner (``ssh_send_issue_banner``:
+        ``SSH_MSG_USERAUTH_BANNER``, which OpenSSH prints).  Send it after the client asked
+        for the ``ssh-userauth`` service and before authentication succeeds (for example
+        from the first auth hook)."""
+        data = text.encode("utf-8", "surrogateescape")
+        if b"\0" in data:
+            raise ValueError("the banner cannot contain NUL characters")
+        with self._lock:
+            string = check_ptr(lib.ssh_string_from_char(data), "ssh_string_from_char")
+            try:
+                check_rc(lib.ssh_send_issue_banner(self._c, string), self._c,
+                         "ssh_send_issue_banner")
+            finally:
+                lib.ssh_string_free(string)
 
     def set_disconnect_message(self, message: str) -> None:
         """Reason text sent with DISCONNECT (``ssh_session_set_disconnect_message``)."""

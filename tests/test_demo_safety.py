@@ -24,7 +24,7 @@ from test_demo_cli import cli, keygen, read_ready_line, run_cli, running_cli
 from test_demo_openssh import password_ssh as openssh_password_argv
 from test_demo_openssh import run
 
-from pylibssh_server import SshKey, SshKeyError
+from pylibssh_server import SshKey
 from pylibssh_server.demo import DemoServer
 
 TIMEOUT = 30
@@ -48,45 +48,42 @@ def arun(coro: Any) -> Any:
 
 
 # ---- 1, 2: authorized_keys options and cert-authority ---------------------------------------
-def test_cert_authority_line_is_refused_and_the_ca_key_never_logs_in(tmp_path: Path) -> None:
-    """A ``cert-authority`` line is refused at construction (and by the CLI, exit 1 with the
-    reason); with ignore_key_options it is skipped, so OpenSSH cannot log in with the CA's
-    private key while a plain key on the next line works."""
+def test_cert_authority_key_itself_never_logs_in(tmp_path: Path) -> None:
+    """A ``cert-authority`` line authorizes certificates, never the CA key: OpenSSH cannot
+    log in with the CA's private key while a plain key on the next line works; with
+    ignore_key_options the line is skipped (the CA key still cannot log in)."""
     ca, user = keygen(tmp_path / "ca"), keygen(tmp_path / "user")
     ca_pub = (tmp_path / "ca.pub").read_text().strip()
     path = tmp_path / "authorized_keys"
     path.write_text(f"cert-authority {ca_pub}\n{(tmp_path / 'user.pub').read_text()}")
-    with pytest.raises(SshKeyError, match="line 1: cert-authority lines are not supported"):
-        DemoServer(authorized_keys=path)
-    result = run_cli("--authorized-keys", str(path))
-    assert (result.returncode, result.stdout) == (1, "")
-    assert "cert-authority lines are not supported" in result.stderr
-    with DemoServer(authorized_keys=path, ignore_key_options=True) as server:
-        assert len(server.authorized_keys) == 1
-        refused = key_ssh(server.port, ca, "true")
-        assert refused.returncode == 255
-        assert "Permission denied" in refused.stderr
-        allowed = key_ssh(server.port, user, "echo in")
-        assert (allowed.returncode, allowed.stdout) == (0, "in\n")
+    for ignore in (False, True):
+        with DemoServer(authorized_keys=path, ignore_key_options=ignore) as server:
+            assert len(server.authorized_keys) == 1
+            refused = key_ssh(server.port, ca, "true")
+            assert refused.returncode == 255
+            assert "Permission denied" in refused.stderr
+            allowed = key_ssh(server.port, user, "echo in")
+            assert (allowed.returncode, allowed.stdout) == (0, "in\n")
 
 
-def test_key_options_are_refused_unless_ignored_on_purpose(tmp_path: Path) -> None:
-    """A key restricted with ``from=`` to another host must not log in from loopback: the
-    line is refused (the error names the options); with --ignore-key-options the CLI loads it
-    with a warning on stderr, and OpenSSH logs in with it."""
+def test_unsupported_key_options_are_refused_unless_ignored_on_purpose(tmp_path: Path) -> None:
+    """A line with an option the DemoServer does not enforce (``tunnel=``) is refused (the
+    error names it); with --ignore-key-options the CLI loads the key without any of its
+    options, with a warning on stderr, so even its ``from=`` (another host) is not applied
+    and OpenSSH logs in from loopback."""
     user = keygen(tmp_path / "user")
     path = tmp_path / "authorized_keys"
-    path.write_text(f'from="10.9.8.7",command="true" {(tmp_path / "user.pub").read_text()}')
+    path.write_text(f'from="10.9.8.7",tunnel="0" {(tmp_path / "user.pub").read_text()}')
     result = run_cli("--authorized-keys", str(path))
     assert (result.returncode, result.stdout) == (1, "")
-    assert "key options are not enforced (from, command)" in result.stderr
+    assert "line 1: unsupported key options (tunnel)" in result.stderr
     assert "--ignore-key-options" in result.stderr
     with running_cli("--authorized-keys", str(path), "--ignore-key-options") as (proc, ready):
         logged_in = key_ssh(ready["port"], user, "echo in")
         assert (logged_in.returncode, logged_in.stdout) == (0, "in\n")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=TIMEOUT)
-    assert "key options ignored, not enforced: from, command" in err
+    assert "key options ignored, not enforced: from, tunnel" in err
 
 
 # ---- 3: no process outlives its channel, client or server -----------------------------------

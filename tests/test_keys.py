@@ -15,7 +15,14 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from pylibssh_server import KeyType, SshKey, SshKeyError, parse_authorized_keys
+from pylibssh_server import (
+    KeyOptions,
+    KeyType,
+    SshKey,
+    SshKeyError,
+    parse_authorized_key_entries,
+    parse_authorized_keys,
+)
 
 # (generate() type, bits, SSH type name, KeyType); RSA 2048 keeps the suite fast.
 KEY_KINDS = [
@@ -471,3 +478,76 @@ def test_cert_authority_line_never_loads_as_a_key(caplog: pytest.LogCaptureFixtu
             for k in keys:
                 k.close()
         assert caplog.text.count("cert-authority line skipped") == 2
+
+
+def test_parse_authorized_key_entries_options() -> None:
+    """Options are parsed as sshd reads them: names case-insensitive, quoted values with
+    escaped quotes and commas, applied in order (``restrict`` then ``pty``), the first
+    ``environment=`` of a name kept, IPv6 ``permitopen`` in brackets, ``expiry-time`` in UTC
+    with ``Z``; a plain line gets the default options."""
+    with SshKey.generate() as key:
+        lines = [
+            'No-Pty,COMMAND="echo \\"a,b\\"",from="10.0.0.0/8,!10.1.*" ' +
+            key.authorized_key_line(),
+            'restrict,pty,environment="A=1",environment="A=2",environment="B=x=y",'
+            'permitopen="[::1]:22",permitopen="host:*",expiry-time="20300101Z",'
+            'permitlisten="8080",permitlisten="LOCALHOST:*" ' +
+            key.authorized_key_line(),
+            key.authorized_key_line(),
+        ]
+        entries = parse_authorized_key_entries(lines)
+        try:
+            first, second, plain = (e.options for e in entries)
+            assert [e.line for e in entries] == [1, 2, 3]
+            assert (first.pty, first.command, first.from_patterns, first.names) == (
+                False, 'echo "a,b"', "10.0.0.0/8,!10.1.*", ("no-pty", "command", "from"))
+            assert (second.pty, second.port_forwarding, second.agent_forwarding) == (
+                True, False, False)
+            assert second.environment == (("A", "1"), ("B", "x=y"))
+            assert second.permitopen == (("::1", 22), ("host", None))
+            assert second.permitlisten == (("*", 8080), ("localhost", None))
+            assert second.expiry_time == 1893456000.0
+            assert plain == KeyOptions()
+            assert all(e.key == key for e in entries)
+        finally:
+            for entry in entries:
+                entry.close()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ('tunnel="0",no-pty,no-touch-required', "unsupported key options (tunnel, "
+     "no-touch-required)"),
+    ('command="a",command="b"', "option command given twice"),
+    ("command", 'option command needs a value: command="..."'),
+    ('no-pty="yes"', "option no-pty takes no value"),
+    ('command="x"y', "option command: expected a comma after it, not 'y'"),
+    ('from="1.2.3.0/33"', "from: "),
+    ('from=",x"', "from: empty pattern"),
+    ('permitopen="host:0"', 'invalid permitopen="host:0"'),
+    ('expiry-time="2030"', 'invalid expiry-time="2030"'),
+    (",no-pty", "empty key option"),
+])
+def test_parse_authorized_key_entries_refusals(options: str, message: str) -> None:
+    """Unsupported and malformed options refuse the line, naming it and the reason."""
+    with SshKey.generate() as key:
+        with pytest.raises(SshKeyError) as info:
+            parse_authorized_key_entries(["# c", f"{options} {key.authorized_key_line()}"])
+        assert str(info.value).startswith("authorized_keys line 2: ")
+        assert message in str(info.value)
+
+
+def test_parse_authorized_key_entries_ignore_options(caplog: pytest.LogCaptureFixture) -> None:
+    """ignore_options: every line a plain key without options (warned), a cert-authority
+    line skipped."""
+    with SshKey.generate() as key, SshKey.generate() as ca:
+        lines = [f'command="x",tunnel="1" {key.authorized_key_line()}',
+                 f"cert-authority {ca.authorized_key_line()}"]
+        with caplog.at_level(logging.WARNING, logger="pylibssh_server"):
+            entries = parse_authorized_key_entries(lines, ignore_options=True)
+        try:
+            assert [(e.key == key, e.options) for e in entries] == [(True, KeyOptions())]
+        finally:
+            for entry in entries:
+                entry.close()
+        assert "key options ignored, not enforced: command, tunnel" in caplog.text
+        assert "cert-authority line skipped" in caplog.text

@@ -17,9 +17,14 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import NoReturn
 
 from pylibssh_server import AuthMethod, LogLevel
+from pylibssh_server.demo.auth import AuthChains, Kbdint
 from pylibssh_server.demo.commands import CommandTable
+from pylibssh_server.demo.faults import FAULT_NAMES, Faults
+from pylibssh_server.demo.keyrules import ANY_USER
 from pylibssh_server.demo.server import DemoServer
 from pylibssh_server.errors import LibSSHError
 
@@ -31,8 +36,14 @@ _METHOD_NAMES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line a log reader can quote, not the whole usage block.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m pylibssh_server.demo",
         description="Run a DemoServer: a real SSH server for testing SSH clients.")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
@@ -62,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file descriptors and SFTP handles one client's channels may "
                              "hold (default: an eighth of the open-files limit)")
     parser.add_argument("--ignore-key-options", action="store_true",
-                        help="load authorized_keys lines with options (not enforced) as plain "
-                             "keys, with a warning, instead of refusing them")
+                        help="load authorized_keys lines as plain keys without any of their "
+                             "options, with a warning, instead of refusing lines with "
+                             "options that are not supported")
     parser.add_argument("--shell", default="/bin/sh", metavar="CMD",
                         help="what a shell request runs, on the pty when one was requested "
                              "(/bin/sh)")
@@ -83,6 +95,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse ssh -A (no SSH_AUTH_SOCK for commands)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
+    auth = parser.add_argument_group("authentication, and looking like another server")
+    auth.add_argument("--user", action="append", type=_user_password, default=[],
+                      metavar="USER:PASSWORD",
+                      help="a per-user password (repeatable); with it the user name matters")
+    auth.add_argument("--kbdint", type=_kbdint_file, metavar="FILE",
+                      help='JSON {"name", "instruction", "rounds": [[{"prompt", "echo", '
+                           '"answer"}, ...], ...]}: keyboard-interactive rounds')
+    auth.add_argument("--auth-chain", action="append", type=_auth_chain, default=[],
+                      metavar="M1,M2[,...]",
+                      help="methods to pass in order, as OpenSSH's AuthenticationMethods "
+                           "(repeatable: any one chain)")
+    auth.add_argument("--banner", metavar="TEXT",
+                      help="pre-authentication banner (SSH_MSG_USERAUTH_BANNER)")
+    auth.add_argument("--server-version", metavar="TEXT",
+                      help="software version in the identification line (SSH-2.0-TEXT)")
+    auth.add_argument("--hostkey-type", choices=["ed25519", "ecdsa", "rsa"],
+                      help="type of the generated host key (ed25519)")
+    auth.add_argument("--ciphers", metavar="LIST", help="comma list of ciphers")
+    auth.add_argument("--kex", metavar="LIST", help="comma list of key exchange methods")
+    auth.add_argument("--macs", metavar="LIST", help="comma list of MACs")
+    auth.add_argument("--hostkey-algorithms", metavar="LIST",
+                      help="comma list of host key algorithms")
+    parser.add_argument("--fault", action="append", type=_fault, default=[],
+                        metavar="NAME[=VALUE]",
+                        help=f"a fault on purpose (repeatable): {', '.join(FAULT_NAMES)}")
+    # Per-user keys and OpenSSH certificates (see keyrules.py, certs.py).
+    keys = parser.add_argument_group("per-user keys and certificates")
+    keys.add_argument("--authorized-keys-for", type=_user_file, action="append", default=[],
+                      metavar="USER:FILE",
+                      help="authorized_keys file for USER only (repeatable); with "
+                           "--authorized-keys, that file is for every user")
+    keys.add_argument("--trusted-user-ca-keys", metavar="FILE",
+                      help="CA public keys whose user certificates log in when a principal "
+                           "is the user name (as sshd's TrustedUserCAKeys)")
+    keys.add_argument("--hostkey-cert", metavar="FILE",
+                      help="OpenSSH host certificate for the host key (refused: libssh "
+                           "cannot present one)")
     parser.add_argument("--verbose", action="store_true", help="print every event")
     parser.add_argument("--libssh-log", choices=[lv.name.lower() for lv in LogLevel],
                         help="libssh log level (to stderr)")
@@ -106,6 +155,55 @@ def _command_table(path: str) -> CommandTable:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _user_password(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, not {text!r}")
+    return user, password
+
+
+def _kbdint_file(path: str) -> Kbdint:
+    try:
+        return Kbdint.from_file(path)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _auth_chain(text: str) -> str:
+    try:
+        AuthChains([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _fault(text: str) -> str:
+    try:
+        Faults.parse([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _user_file(text: str) -> tuple[str, str]:
+    user, sep, path = text.partition(":")
+    if not sep or not user or not path:
+        raise argparse.ArgumentTypeError(f"expected USER:FILE, not {text!r}")
+    return user, path
+
+
+def _merge_key_files(args: argparse.Namespace) -> None:
+    """--authorized-keys-for turns ``args.authorized_keys`` into the per-user mapping."""
+    if not args.authorized_keys_for:
+        return
+    users: dict[str, list[Path]] = {}
+    for user, path in args.authorized_keys_for:
+        users.setdefault(user, []).append(Path(path))
+    if args.authorized_keys:
+        users.setdefault(ANY_USER, []).append(Path(args.authorized_keys))
+    args.authorized_keys = users
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -117,7 +215,18 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        faults = Faults.parse(args.fault)
+    except ValueError as exc:
+        parser.error(f"argument --fault: {exc}")
+    users = dict(args.user)
+    if len(users) != len(args.user):
+        parser.error("argument --user: a user is given twice")
+    if args.hostkey_type and args.hostkey:
+        parser.error("argument --hostkey-type: not with --hostkey")
+    _merge_key_files(args)
     if args.libssh_log:
         import logging
 
@@ -125,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = DemoServer(
             args.port, host=args.host, password=args.password, auth_methods=args.auth,
+            users=users, kbdint=args.kbdint, auth_chains=args.auth_chain or None,
+            banner=args.banner, server_version=args.server_version,
+            hostkey_type=args.hostkey_type, faults=faults, ciphers=args.ciphers, kex=args.kex,
+            macs=args.macs, hostkey_algorithms=args.hostkey_algorithms,
             authorized_keys=args.authorized_keys or (), host_key=args.hostkey,
             sftp_root=args.sftp_root, verbose=args.verbose,
             login_grace_time=args.login_grace_time,
@@ -141,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
+            trusted_user_ca_keys=args.trusted_user_ca_keys, hostkey_cert=args.hostkey_cert,
         )
     except (ValueError, TypeError, OSError, LibSSHError) as exc:
         print(f"demo server: {exc}", file=sys.stderr)
@@ -183,6 +297,8 @@ def example_text(server: DemoServer) -> str:
              f"(host key {server.fingerprint})"]
     if server.password is not None:
         lines.append(f"Password for any user: {server.password}")
+    for user in server.users:
+        lines.append(f"User {user} has a password of its own")
     lines += [
         "Try, in another terminal:",
         f"  ssh {opts} -p {server.port} demo@{server.host} 'echo hello from $(hostname)'",

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import hmac
 import logging
 import os
 import socket
@@ -32,7 +32,9 @@ from pylibssh_server import (
     SshMessage,
 )
 from pylibssh_server._ffi import features
+from pylibssh_server.demo.auth import METHOD_FLAGS, password_ok
 from pylibssh_server.demo.commands import Reply
+from pylibssh_server.demo.faults import OutputGate
 from pylibssh_server.demo.handlers import (
     CannedHandler,
     ChannelHandler,
@@ -46,6 +48,7 @@ from pylibssh_server.demo.handlers import (
     Terminal,
     connect_target,
 )
+from pylibssh_server.demo.keyrules import INTERNAL_SFTP, UNRESTRICTED, KeyGrant
 from pylibssh_server.demo.tunnels import Listener
 
 if TYPE_CHECKING:
@@ -53,12 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DemoClient"]
 
-logger = logging.getLogger("pylibssh_server.demo")
+logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
-KBDINT_NAME = "Demo server login"
-KBDINT_INSTRUCTION = "Enter your details."
-KBDINT_PROMPTS = ("Password: ", "Token: ")
-KBDINT_ANSWERS = ("foo", "bar")
 MAX_ENV_PER_CHANNEL = 1000
 #: Client bytes libssh may hold for one channel.  Our window (1.25 MiB on libssh 0.10, 2 MiB
 #: later) bounds what a well-behaved client can have in flight; more means it ignores it.
@@ -74,6 +73,8 @@ FORWARD_FDS = 2
 #: Authentication requests of any kind (PK_OK probes included) one connection may make: every
 #: failure counts toward max_auth_attempts, and this bounds the requests that do not fail.
 AUTH_REQUESTS_PER_ATTEMPT = 10
+#: ``drop-after-bytes``: how long the allowed bytes may take to leave before the cut anyway.
+CUT_FLUSH_SECONDS = 2.0
 
 
 class _SessionChannel:
@@ -99,6 +100,10 @@ class DemoClient:
         peer: the client's ``(host, port)``.
     """
 
+    peer: tuple[str, int] | None
+    authenticated: bool
+    finished: threading.Event
+
     def __init__(self, server: DemoServer, session: Session, client_id: int) -> None:
         self.server = server
         self.session = session
@@ -114,6 +119,18 @@ class DemoClient:
         self._handlers: list[ChannelHandler] = []
         self._event: SessionEvent | None = None
         self._kbdint_user: str | None = None
+        self._kbdint_round = 0
+        #: Methods passed so far of an auth chain, and the user who passed them.
+        self._chain_passed: list[str] = []
+        self._chain_user: str | None = None
+        self._banner_sent = False
+        faults = server.faults
+        self._gate = OutputGate(faults.values.get("throttle"),
+                                faults.values.get("drop-after-bytes")) \
+            if "throttle" in faults or "drop-after-bytes" in faults else None
+        self._cut = False
+        self._ending = False
+        self._cut_deadline: float | None = None
         self._failed_auth = 0
         self._auth_requests = 0
         self._draining = False
@@ -122,6 +139,8 @@ class DemoClient:
         self._agent: Listener | None = None
         self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
         self._bytes_in_done = 0
+        #: What the key the client logged in with allows (keyrules: its options).
+        self.key_grant: KeyGrant = UNRESTRICTED
         self.finished = threading.Event()
 
     @property
@@ -158,8 +177,13 @@ class DemoClient:
         try:
             session.set_server_callbacks(self._server_callbacks())
             session.set_message_callback(self._on_message)
-            session.set_auth_methods(server.auth_methods)
+            session.set_auth_methods(self._allowed_methods())
             session.set_blocking(False)
+            delay = server.faults.values.get("delay-banner")
+            if delay:
+                self.log("fault", ("delay-banner", delay))
+                if self._stop.wait(delay):
+                    return
             deadline = time.monotonic() + server.login_grace_time
             try:
                 session.handle_key_exchange(timeout=server.login_grace_time)
@@ -220,6 +244,15 @@ class DemoClient:
                 handler.wait_exit(max(0.0, grace - time.monotonic()))
 
     def _poll_timeout(self) -> float | None:
+        timeout = self._handler_timeout()
+        gate = self._gate
+        if gate is not None and self._handlers and gate.room() == 0:
+            # Throttled: wake up when the gate has room again (or to cut the connection).
+            wait = 0.05 if gate.exhausted else gate.wait()
+            timeout = wait if timeout is None else min(timeout, wait)
+        return timeout
+
+    def _handler_timeout(self) -> float | None:
         if any(h.backlogged and not h.finished and not h.channel.closed and h.input_room() > 0
                for h in self._handlers):
             return 0.0  # client data waits in libssh and there is room: drain it now
@@ -233,6 +266,8 @@ class DemoClient:
         return None
 
     def _service(self) -> None:
+        if self._gate is not None and self._gate.exhausted and not self._cut:
+            self._cut_when_flushed()
         if self._incoming:
             self._open_incoming()
         for handler in list(self._handlers):
@@ -253,6 +288,27 @@ class DemoClient:
                 self._channels.remove(state)
             elif channel.remote_closed and state.handler is None:
                 channel.close()
+
+    def _cut_when_flushed(self) -> None:
+        """``drop-after-bytes``: once the last allowed byte left our buffers, cut the TCP
+        connection (no DISCONNECT: the client sees it break mid-stream)."""
+        now = time.monotonic()
+        if self._cut_deadline is None:
+            self._cut_deadline = now + CUT_FLUSH_SECONDS
+        if now < self._cut_deadline and any(
+                h.channel.pending_bytes for h in self._handlers if not h.channel.closed):
+            return
+        self._cut = True
+        limit = self.server.faults["drop-after-bytes"]
+        self.log("fault", ("drop-after-bytes", limit))
+        logger.info("client %s: fault drop-after-bytes=%d: cutting the connection", self.id,
+                    limit)
+        with contextlib.suppress(OSError, ValueError):
+            sock = socket.socket(fileno=os.dup(self.session.fd))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()  # our dup only: libssh's fd stays, and now reads EOF
 
     def _teardown(self) -> None:
         for listener in [*self._listeners.values(), *([self._agent] if self._agent else [])]:
@@ -289,14 +345,63 @@ class DemoClient:
             **newer,
         )
 
-    def _auth_result(self, ok: bool, user: str) -> AuthStatus:
+    def _allowed_methods(self, user: str | None = None) -> AuthMethod:
+        """The methods a request of ``user`` may use now (what a failure reply lists): all
+        of ``auth_methods``, or with auth chains those next in a chain (a user other than
+        the one who passed the first steps starts over)."""
+        chains = self.server.auth_chains
+        if chains is None:
+            return AuthMethod(self.server.auth_methods)
+        passed = self._chain_passed if user is None or user == self._chain_user else []
+        return chains.next_methods(passed)
+
+    def _method_allowed(self, method: str, user: str) -> bool:
+        return bool(self._allowed_methods(user) & METHOD_FLAGS[method])
+
+    def _before_answer(self) -> None:
+        """What every heard authentication request gets before its answer: the banner (once)
+        and the ``delay-auth`` fault."""
+        banner = self.server.banner
+        if banner is not None and not self._banner_sent:
+            self._banner_sent = True
+            self.session.send_issue_banner(banner)
+        delay = self.server.faults.values.get("delay-auth")
+        if delay:
+            self.log("fault", ("delay-auth", delay))
+            self._stop.wait(delay)
+
+    def _auth_result(self, ok: bool, user: str, method: str) -> AuthStatus:
+        """The answer to an authentication request whose check gave ``ok``: with the
+        ``fail-auth`` fault, chains (partial success) and ``disconnect-after-auth``."""
         self.user = user
-        if ok:
-            self.authenticated = True
-            return AuthStatus.SUCCESS
-        self._failed_auth += 1
-        self._out_of_attempts()
-        return AuthStatus.DENIED
+        counter = self.server.fault_counters.get("fail-auth")
+        if ok and counter is not None and counter.take():
+            self.log("fault", ("fail-auth", self.server.faults["fail-auth"]))
+            ok = False
+        if not ok:
+            self._failed_auth += 1
+            self._out_of_attempts()
+            return AuthStatus.DENIED
+        chains = self.server.auth_chains
+        if chains is not None:
+            if user != self._chain_user:
+                self._chain_passed, self._chain_user = [], user
+            self._chain_passed.append(method)
+            if not chains.complete(self._chain_passed):
+                self.log("auth_partial", method)
+                self.session.set_auth_methods(chains.next_methods(self._chain_passed))
+                return AuthStatus.PARTIAL
+        self.authenticated = True
+        if "disconnect-after-auth" in self.server.faults:
+            self.log("fault", ("disconnect-after-auth", None))
+            self._ending = True
+            self.session.disconnect()  # deferred: the success reply goes out first
+        return AuthStatus.SUCCESS
+
+    def _serving(self) -> bool:
+        """Whether the client may open channels and forwards: logged in, and not being
+        disconnected (``disconnect-after-auth``: requests already sent are refused)."""
+        return self.authenticated and not self._ending
 
     def _out_of_attempts(self) -> bool:
         """True (and the client is disconnected) once max_auth_attempts failed, or the
@@ -321,8 +426,9 @@ class DemoClient:
         self.user = user
         if not self._count_request():
             return AuthStatus.DENIED
-        if self.server.allow_auth_none:
-            return self._auth_result(True, user)
+        self._before_answer()
+        if self.server.allow_auth_none and self.server.auth_chains is None:
+            return self._auth_result(True, user, "none")
         return AuthStatus.DENIED  # the usual first probe: not counted as a failure
 
     def _on_auth_password(
@@ -331,14 +437,10 @@ class DemoClient:
         if not self._count_request():
             return AuthStatus.DENIED
         self.log("auth_password", (user, password))
-        expected = self.server.password
-        ok = (
-            bool(self.server.auth_methods & AuthMethod.PASSWORD)
-            and expected is not None
-            and hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
-                                    expected.encode("utf-8", "surrogateescape"))
-        )
-        return self._auth_result(ok, user)
+        self._before_answer()
+        ok = self._method_allowed("password", user) and password_ok(
+            self.server.users, self.server.password, user, password)
+        return self._auth_result(ok, user, "password")
 
     def _on_auth_pubkey(
         self, session: Session, user: str, key: SshKey, state: Any, userdata: Any
@@ -346,46 +448,83 @@ class DemoClient:
         if not self._count_request():
             return AuthStatus.DENIED
         self.log("auth_pubkey", (user, key.fingerprint(), int(state)))
-        authorized = bool(self.server.auth_methods & AuthMethod.PUBLICKEY) and any(
-            key.public_equals(k) for k in self.server.authorized_keys
-        )
+        self._before_answer()
+        authorized = self._method_allowed("publickey", user) and \
+            self._key_authorized(user, key, state)
         if state == PublicKeyState.NONE and authorized:
             self.user = user
             return AuthStatus.SUCCESS  # PK_OK: not a failure, as in sshd
         # As in sshd, a probe with a key that is not authorized is a failed attempt.
-        return self._auth_result(authorized and state == PublicKeyState.VALID, user)
+        return self._auth_result(authorized and state == PublicKeyState.VALID, user,
+                                 "publickey")
+
+    # keyrules: authorized_keys options and certificates decide, and limit the session.
+    def _key_authorized(self, user: str, key: SshKey, state: Any) -> bool:
+        """Whether ``key`` may log in ``user`` (options and certificates checked); a signed
+        request that passes sets :attr:`key_grant`."""
+        grant, reason = self.server.key_rules.authorize(user, key, self.peer[0] if self.peer
+                                                        else "")
+        if grant is None:
+            if reason is not None:
+                self.log("auth_key_refused", reason)
+            return False
+        if state == PublicKeyState.VALID:
+            self.key_grant = grant
+            if grant.restricted:
+                self.log("auth_key_accepted", grant.origin)
+        return True
 
     def _on_service_request(self, session: Session, service: str, userdata: Any) -> bool:
         self.log("service_request", service)
         return True
 
     def _kbdint_step(self, msg: SshMessage) -> str:
-        """Advance keyboard-interactive: "info" (prompts sent), "ok" or "denied"."""
-        if not self.server.auth_methods & AuthMethod.INTERACTIVE or not self._count_request():
+        """Advance keyboard-interactive: "info" (prompts sent), "ok", "partial" (a chain
+        step) or "denied"."""
+        response = msg.auth_kbdint_is_response
+        user = self._kbdint_user if response else (msg.auth_user or "")
+        if user is None or not self._method_allowed("keyboard-interactive", user) or \
+                not self._count_request():
             return "denied"
-        if not msg.auth_kbdint_is_response:
+        kbdint = self.server.kbdint
+        if not response:
             # libssh gives no user name on the response message: remember it now.
-            self._kbdint_user = msg.auth_user or ""
-            self.user = self._kbdint_user
-            self.log("auth_kbdint", self._kbdint_user)
-            msg.auth_interactive_request(KBDINT_NAME, KBDINT_INSTRUCTION, KBDINT_PROMPTS,
-                                         (True, True))
+            self._kbdint_user = self.user = user
+            self.log("auth_kbdint", user)
+            self._before_answer()
+            self._kbdint_prompt(msg, 0)
             return "info"
-        if tuple(self.session.kbdint_answers()) == KBDINT_ANSWERS:
-            self.log("auth_kbdint", "accepted with 'foo' and 'bar'")
-            self._auth_result(True, self._kbdint_user or "")
-            return "ok"
-        self.log("auth_kbdint", "denied")
-        self._failed_auth += 1
-        return "denied"
+        self._before_answer()
+        number = self._kbdint_round
+        if not kbdint.matches(number, self.session.kbdint_answers()):
+            self.log("auth_kbdint", "denied")
+            self._kbdint_user = None
+            self._auth_result(False, user, "keyboard-interactive")
+            return "denied"
+        if number + 1 < len(kbdint.rounds):
+            self._kbdint_prompt(msg, number + 1)
+            return "info"
+        self.log("auth_kbdint", kbdint.accepted_text())
+        self._kbdint_user = None
+        status = self._auth_result(True, user, "keyboard-interactive")
+        return {AuthStatus.SUCCESS: "ok", AuthStatus.PARTIAL: "partial"}.get(status, "denied")
+
+    def _kbdint_prompt(self, msg: SshMessage, number: int) -> None:
+        kbdint = self.server.kbdint
+        self._kbdint_round = number
+        prompts = kbdint.rounds[number]
+        msg.auth_interactive_request(kbdint.name, kbdint.instruction,
+                                     [p.prompt for p in prompts], [p.echo for p in prompts])
 
     def _kbdint(self, msg: SshMessage) -> bool:
         """Keyboard-interactive through the message API (libssh 0.10/0.11)."""
         step = self._kbdint_step(msg)
         if step == "ok":
             msg.auth_reply_success()
+        elif step == "partial":
+            msg.auth_reply_success(partial=True)  # lists the methods set by _auth_result
         elif step == "denied":
-            msg.auth_set_methods(int(self.server.auth_methods))
+            msg.auth_set_methods(int(self._allowed_methods()))
             return False
         return True
 
@@ -393,7 +532,8 @@ class DemoClient:
         """Keyboard-interactive through the server callback (libssh >= 0.12)."""
         self.log("message_request", (int(RequestType.AUTH), int(AuthMethod.INTERACTIVE)))
         step = self._kbdint_step(msg)
-        return {"info": AuthStatus.INFO, "ok": AuthStatus.SUCCESS}.get(step, AuthStatus.DENIED)
+        return {"info": AuthStatus.INFO, "ok": AuthStatus.SUCCESS,
+                "partial": AuthStatus.PARTIAL}.get(step, AuthStatus.DENIED)
 
     # ---- messages -----------------------------------------------------------------------
     def _on_message(self, session: Session, msg: SshMessage, userdata: Any) -> bool:
@@ -404,7 +544,7 @@ class DemoClient:
         if mtype == RequestType.AUTH:
             # Methods without a callback (hostbased, gssapi): refuse, listing ours.
             self._failed_auth += 1
-            msg.auth_set_methods(int(self.server.auth_methods))
+            msg.auth_set_methods(int(self._allowed_methods()))
             return False
         if mtype == RequestType.CHANNEL_OPEN and subtype == ChannelType.DIRECT_TCPIP:
             return self._direct_tcpip(msg)
@@ -441,8 +581,9 @@ class DemoClient:
     def _listen_for_client(self, address: str, port: int) -> int | None:
         """Bind a listener for the client's ``tcpip-forward``: the bound port, or None."""
         server = self.server
-        if not self.authenticated or not 0 <= port < 65536 or \
-                not server.remote_forward_allowed(address, port):
+        if not self._serving() or not 0 <= port < 65536 or \
+                not server.remote_forward_allowed(address, port) or \
+                not self.key_grant.allows_listen(address, port, self.log):
             return None
         if len(self._listeners) >= server.max_remote_forwards:
             logger.warning("client %s: tcpip-forward refused: %d listeners already", self.id,
@@ -484,7 +625,7 @@ class DemoClient:
                 def start(ch: SshChannel) -> bool | None:
                     return ch.open_auth_agent()
             else:
-                def start(ch: SshChannel, address: str = listener.address,
+                def start(ch: SshChannel, address: str = listener.address,  # type: ignore[misc]
                           port: int = listener.port,
                           peer: tuple[str, int] = peer) -> bool | None:
                     return ch.open_forwarded_tcpip(address, port, peer[0], peer[1])
@@ -492,7 +633,7 @@ class DemoClient:
                 handler = OpenedForwardHandler(
                     channel, self._require_event(), conn, start,
                     lambda why: logger.info("client %s: the client refused a channel: %s",
-                                            self.id, why))
+                                            self.id, why), native=self._native())
             except (OSError, ValueError) as exc:
                 logger.warning("client %s: cannot open a channel: %s", self.id, exc)
                 conn.close()
@@ -508,7 +649,8 @@ class DemoClient:
 
     def _on_agent_request(self, state: _SessionChannel) -> None:
         self.log("channel_auth_agent_request", True)
-        if not self.server.agent_forwarding:
+        if not self.server.agent_forwarding or \
+                not self.key_grant.allows("agent_forwarding", "auth-agent-req", self.log):
             return  # no socket, so no SSH_AUTH_SOCK: refused in effect
         if self._agent is None:
             try:
@@ -521,15 +663,19 @@ class DemoClient:
     def _forward_target(self, host: str, port: int) -> socket.socket | None:
         """Log the request, check it, connect: None refuses (OPEN_FAILURE)."""
         self.log("channel_open_direct_tcpip", (host, port))
-        if not self.authenticated or self._open_channels() >= self.server.max_channels \
+        if self._refused_by_fault("direct-tcpip"):
+            return None
+        if not self._serving() or self._open_channels() >= self.server.max_channels \
                 or not self.server.forward_allowed(host, port) \
+                or not self.key_grant.allows_open(host, port, self.log) \
                 or not self._fds_available(FORWARD_FDS, f"forward to {host}:{port}"):
             return None
         # Connect first, then confirm: a refused target gets OPEN_FAILURE, never a dead channel.
         return connect_target(host, port)
 
     def _start_forward(self, channel: SshChannel, sock: socket.socket) -> None:
-        self._attach_forward(ForwardHandler(channel, self._require_event(), sock))
+        self._attach_forward(ForwardHandler(channel, self._require_event(), sock,
+                                            native=self._native()))
 
     def _attach_forward(self, handler: ForwardHandler) -> None:
         """Route the forward channel's data, EOF and CLOSE to ``handler`` and drive it."""
@@ -539,7 +685,7 @@ class DemoClient:
             on_eof=lambda s, c, u: handler.on_eof(),
             on_close=lambda s, c, u: self._on_forward_close(handler),
         ))
-        self._handlers.append(handler)
+        self._add_handler(handler)
 
     def _direct_tcpip(self, msg: SshMessage) -> bool:
         """direct-tcpip through the message API (libssh 0.10/0.11)."""
@@ -593,7 +739,9 @@ class DemoClient:
 
     def _on_channel_open(self, session: Session, userdata: Any) -> SshChannel | None:
         self.log("channel_open", True)
-        if not self.authenticated or self._open_channels() >= self.server.max_channels:
+        if self._refused_by_fault("session"):
+            return None
+        if not self._serving() or self._open_channels() >= self.server.max_channels:
             return None
         channel = SshChannel(session)
         state = _SessionChannel(channel)
@@ -617,6 +765,27 @@ class DemoClient:
         ))
         self._channels.append(state)
         return channel
+
+    def _refused_by_fault(self, channel_type: str) -> bool:
+        if not self.server.faults.refuses(channel_type):
+            return False
+        self.log("fault", ("refuse-channel", channel_type))
+        return True
+
+    def _native(self) -> bool | None:
+        """The data path of a new handler: the Python one under the output faults (the C
+        pumps do not pass the gate), else the default (``PYLIBSSH_DEMO_DATA_PATH``)."""
+        return False if self._gate is not None else None
+
+    def _add_handler(self, handler: ChannelHandler,
+                     state: _SessionChannel | None = None) -> None:
+        """Drive ``handler`` (the one of session channel ``state``), under the faults."""
+        handler.gate = self._gate
+        if state is not None:
+            state.handler = handler
+            if "no-exit-status" in self.server.faults:
+                handler.skip_exit_status = lambda: self.log("fault", ("no-exit-status", None))
+        self._handlers.append(handler)
 
     def _data_room(self, handler: ChannelHandler | None, available: int) -> int:
         if self._draining:
@@ -668,6 +837,8 @@ class DemoClient:
         self.log("channel_pty_request", (t.term, t.cols, t.rows, t.pxwidth, t.pxheight))
         if state.handler is not None or len(t.term) > 256:
             return False  # too late (the command runs), or no terminal type a pty could have
+        if not self.key_grant.allows("pty", "pty-req", self.log):
+            return False
         state.terminal = terminal
         return True
 
@@ -684,10 +855,13 @@ class DemoClient:
         self.log("channel_shell_request", True)
         if state.handler is not None:
             return False
+        forced = self.key_grant.exec_command(state.env, None, self.log)  # keyrules
+        if forced is not None:
+            return self._exec(state, forced)
         if not self.server.host_commands:
-            state.handler = ScriptedShellHandler(state.channel, self._require_event(),
-                                                 self.server.commands, state.terminal)
-            self._handlers.append(state.handler)
+            self._add_handler(ScriptedShellHandler(state.channel, self._require_event(),
+                                                   self.server.commands, state.terminal),
+                              state)
             return True
         # The shell replaces the `sh -c` that starts it: signals and exit status are its own.
         return self._start_command(state, f"exec {self.server.shell}")
@@ -696,6 +870,11 @@ class DemoClient:
         self.log("channel_exec_request", f"'{command}'")
         if state.handler is not None:
             return False
+        return self._exec(state, self.key_grant.exec_command(state.env, command, self.log)
+                          or "")
+
+    def _exec(self, state: _SessionChannel, command: str) -> bool:
+        """Run ``command`` for the channel: from the command table, or on the host."""
         reply = self.server.commands.lookup(command)
         handler: ChannelHandler
         if isinstance(reply, Reply):
@@ -706,14 +885,13 @@ class DemoClient:
                 state.channel, self._require_event(), reply, command, self._command_env(state),
                 state.terminal,
                 lambda exc: logger.error("client %s: command %r raised", self.id, command,
-                                         exc_info=exc))
+                                         exc_info=exc), native=self._native())
         elif not self.server.host_commands:
             handler = CommandFailedHandler(state.channel, self._require_event(),
                                            f"demo: command not found: {command}\n", 127)
         else:
             return self._start_command(state, command)
-        state.handler = handler
-        self._handlers.append(handler)
+        self._add_handler(handler, state)
         return True
 
     def _command_env(self, state: _SessionChannel) -> dict[str, str]:
@@ -733,7 +911,7 @@ class DemoClient:
         else:
             try:
                 handler = ExecHandler(state.channel, self._require_event(), command, env,
-                                      state.terminal)
+                                      state.terminal, native=self._native())
             except (OSError, ValueError) as exc:
                 # Accepted all the same: the client gets the reason and an exit status, as a
                 # shell would report it, instead of a channel that just closes.
@@ -745,13 +923,19 @@ class DemoClient:
                 handler = CommandFailedHandler(state.channel, self._require_event(),
                                                f"demo: cannot run the command: {reason}\n",
                                                status)
-        state.handler = handler
-        self._handlers.append(handler)
+        self._add_handler(handler, state)
         return True
 
     def _on_subsystem(self, state: _SessionChannel, name: str) -> bool:
         self.log("channel_subsystem_request", name)
-        if name != "sftp" or state.handler is not None:
+        if state.handler is not None:
+            return False
+        # keyrules: a forced command replaces any subsystem, as in sshd.
+        if self.key_grant.command is not None:
+            return self._exec(state, self.key_grant.exec_command(state.env, INTERNAL_SFTP
+                                                                 if name == "sftp" else name,
+                                                                 self.log) or "")
+        if name != "sftp":
             return False
         from pylibssh_server.demo.sftp import RootedFileSystem, SftpServer
 
@@ -759,6 +943,5 @@ class DemoClient:
                             handle_room=lambda: self._fds_available(1, "SFTP open"))
         handler = SftpHandler(state.channel, self._require_event(), engine,
                               lambda exc: logger.warning("client %s: sftp: %s", self.id, exc))
-        state.handler = handler
-        self._handlers.append(handler)
+        self._add_handler(handler, state)
         return True

@@ -56,7 +56,7 @@ ReplyLike = Union[str, Reply, Mapping[str, Any], Handler]
 
 def _reply(value: Any, where: str) -> Reply | Handler:
     if isinstance(value, Reply) or callable(value):
-        return value
+        return value  # type: ignore[no-any-return]  # a callable of the user's table
     if isinstance(value, str):
         return Reply(stdout=value)
     if isinstance(value, Mapping):
@@ -110,8 +110,8 @@ class CommandTable:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}: not JSON: {exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{os.fspath(path)}: not UTF-8 JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("commands", {}), dict):
             raise ValueError(f"{os.fspath(path)}: expected an object with a \"commands\" object")
         unknown = set(data) - {"commands", "prompt", "banner"}

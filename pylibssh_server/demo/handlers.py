@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
 from pylibssh_server.demo.commands import CommandTable, Process, Reply
+from pylibssh_server.demo.faults import OutputGate
 
 if TYPE_CHECKING:
     from pylibssh_server.demo.sftp import SftpServer
+    from pylibssh_server.pipe import ChannelPump, ChannelSink
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
@@ -48,6 +50,8 @@ READ_SIZE = 64 << 10
 #: A child's output pipe is enlarged to this, and read this much at a time: a fast producer
 #: then costs one Python round trip (read, channel write) per 256 KiB instead of per 64 KiB.
 PUMP_PIPE_SIZE = 256 << 10
+#: Python names F_SETPIPE_SZ from 3.10 on; Linux has had it (1031) since 2.6.35.
+F_SETPIPE_SZ: int = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: ``PYLIBSSH_DEMO_DATA_PATH=python``: every channel takes the Python data path.
 DATA_PATH_ENV = "PYLIBSSH_DEMO_DATA_PATH"
 
@@ -60,7 +64,7 @@ def native_data_path(native: bool | None = None) -> bool:
     return os.environ.get(DATA_PATH_ENV, "c").strip().lower() != "python"
 
 # Signals named in "exit-signal" as RFC 4254 spells them (no SIG prefix).
-_SIGNAL_NAMES = {
+_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGABRT: "ABRT", signal.SIGALRM: "ALRM", signal.SIGFPE: "FPE", signal.SIGHUP: "HUP",
     signal.SIGILL: "ILL", signal.SIGINT: "INT", signal.SIGKILL: "KILL", signal.SIGPIPE: "PIPE",
     signal.SIGQUIT: "QUIT", signal.SIGSEGV: "SEGV", signal.SIGTERM: "TERM",
@@ -77,6 +81,9 @@ def _close_fd(fd: int | None) -> None:
 class ChannelHandler:
     """Base: what one channel is doing.  ``service()`` runs after every poll."""
 
+    backlogged: bool
+    finished: bool
+
     def __init__(self, channel: SshChannel, event: SessionEvent) -> None:
         self.channel = channel
         self.event = event
@@ -85,6 +92,31 @@ class ChannelHandler:
         self.bytes_in = 0  # client bytes taken (each is delivered unless the reader is gone)
         #: ``time.monotonic()`` at which ``service()`` has timed work to do (None: none).
         self.deadline: float | None = None
+        #: Faults of the client (``throttle``, ``drop-after-bytes``; ``no-exit-status``
+        #: calls ``skip_exit_status`` instead of sending the status): set by the client.
+        self.gate: OutputGate | None = None
+        self.skip_exit_status: Callable[[], None] | None = None
+
+    def send(self, data: bytes, stderr: bool = False) -> None:
+        """Write channel data to the client, through the client's output gate if any."""
+        if self.gate is not None:
+            data = data[:self.gate.admit(len(data))]
+            if not data:
+                return
+        self.channel.write(data, stderr=stderr)
+
+    def _send_exit(self, status: int | None, signal_name: str | None = None) -> None:
+        """exit-status (or exit-signal), EOF, CLOSE, unless the channel is closed already."""
+        if self.channel.closed:
+            return
+        if self.skip_exit_status is not None:
+            self.skip_exit_status()
+        elif signal_name is not None:
+            self.channel.send_exit_signal(signal_name, core=False, errmsg="", lang="")
+        elif status is not None:
+            self.channel.send_exit_status(status)
+        self.channel.send_eof()
+        self.channel.close()
 
     def input_room(self) -> int:
         """How many client bytes the handler can take now."""
@@ -157,13 +189,15 @@ def _enlarge_pipe(fd: int) -> None:
         # The capacity counts against the user's pipe-user-pages-soft; past it the kernel
         # refuses (EPERM) and the pipe keeps its default size.
         with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PUMP_PIPE_SIZE)
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PUMP_PIPE_SIZE)
 
 
 class _Pump:
     """One fd polled for reading into the channel, paused while the channel is congested."""
 
-    def __init__(self, handler: ChannelHandler, fd: int, on_chunk: Callable[[bytes], None],
+    polled: bool
+
+    def __init__(self, handler: ChannelHandler, fd: int, on_chunk: Callable[[bytes], object],
                  on_end: Callable[[], None]) -> None:
         self.handler = handler
         self.fd: int | None = fd
@@ -175,8 +209,15 @@ class _Pump:
         self.resume()
 
     def _ready(self, fd: int, revents: int) -> None:
+        size = PUMP_PIPE_SIZE
+        gate = self.handler.gate
+        if gate is not None:
+            size = min(size, gate.room())
+            if size <= 0:
+                self.pause()  # throttled: service() resumes once the gate has room
+                return
         try:
-            data = os.read(fd, PUMP_PIPE_SIZE)
+            data = os.read(fd, size)
         except BlockingIOError:
             return
         except OSError:
@@ -202,8 +243,10 @@ class _Pump:
             self.handler.event.add_fd(self.fd, self._ready, POLLIN)
 
     def service(self) -> None:
+        gate = self.handler.gate
         if self.fd is not None and not self.polled and \
-                self.handler.channel.pending_bytes < LOW_WATER:
+                self.handler.channel.pending_bytes < LOW_WATER and \
+                (gate is None or gate.room() > 0):
             self.resume()
 
     def stop(self) -> None:
@@ -215,7 +258,10 @@ class _Pump:
 class _Sink:
     """A bounded buffer written to an fd (child stdin, forwarded socket) as it accepts."""
 
-    def __init__(self, handler: ChannelHandler, fd: int, write: Callable[[memoryview], int],
+    buffer: bytearray
+    polled: bool
+
+    def __init__(self, handler: ChannelHandler, fd: int, write: Callable[[bytes | memoryview], int],
                  on_error: Callable[[], None], *, close_fd: bool = True) -> None:
         self.handler = handler
         self.close_fd = close_fd
@@ -298,6 +344,11 @@ class _CPump:
     """A :class:`_Pump` whose bytes move in C (``SshChannel.pipe_from``): Python sees only
     the end of the fd (and the window's edges, in ``service()``)."""
 
+    handler: ChannelHandler
+    on_end: Callable[[], None]
+    pipe: ChannelPump
+    fd: int | None
+
     def __init__(self, handler: ChannelHandler, fd: int, on_end: Callable[[], None], *,
                  stderr: bool = False) -> None:
         self.handler = handler
@@ -308,7 +359,7 @@ class _CPump:
         except BaseException:
             _close_fd(fd)
             raise
-        self.fd: int | None = fd
+        self.fd = fd
 
     def pause(self) -> None:
         if self.fd is not None:
@@ -336,6 +387,12 @@ class _CSink:
     """A :class:`_Sink` whose bytes move in C (``SshChannel.pipe_to``, same bound): the
     handler's ``service()`` calls ``service()`` here, which handles the edges."""
 
+    handler: ChannelHandler
+    on_error: Callable[[], None]
+    eof: bool
+    pipe: ChannelSink
+    fd: int | None
+
     def __init__(self, handler: ChannelHandler, fd: int, on_error: Callable[[], None]) -> None:
         self.handler = handler
         self.on_error = on_error
@@ -345,7 +402,7 @@ class _CSink:
         except BaseException:
             _close_fd(fd)
             raise
-        self.fd: int | None = fd
+        self.fd = fd
 
     @property
     def buffer(self) -> int:
@@ -396,10 +453,11 @@ class _SinkHandler(ChannelHandler):
     the sink has room for; EOF (``on_eof``) ends the sink once what was taken is through."""
 
     sink: _Sink | _CSink
-    client_eof = False
-    _bytes_in = 0
+    client_eof: bool = False
+    backlogged: bool
+    _bytes_in: int = 0
 
-    @property  # type: ignore[override]
+    @property
     def bytes_in(self) -> int:
         """Client bytes taken: by the Python hooks, plus those the C sink took."""
         sink = self.__dict__.get("sink")
@@ -492,7 +550,7 @@ def signal_number(name: str) -> int | None:
 def _session_members(sid: int) -> list[int]:
     """Processes of session ``sid`` (a command's children that left its process group with
     ``setpgid`` are still in its session)."""
-    pids = []
+    pids: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -516,11 +574,12 @@ class _ExitSequence:
     channel: SshChannel
     finished: bool
 
+    if TYPE_CHECKING:  # ChannelHandler's, which every class using this mixin has
+        def _send_exit(self, status: int | None, signal_name: str | None = None) -> None: ...
+
     def _exit(self, status: int) -> None:
-        if not self.finished and not self.channel.closed:
-            self.channel.send_exit_status(status)
-            self.channel.send_eof()
-            self.channel.close()
+        if not self.finished:
+            self._send_exit(status)
         self.finished = True
 
 
@@ -538,7 +597,7 @@ class CommandFailedHandler(_ExitSequence, ChannelHandler):
         if self.finished:
             return
         if not self.channel.closed:
-            self.channel.write(self.message.encode("utf-8", "replace"), stderr=True)
+            self.send(self.message.encode("utf-8", "replace"), stderr=True)
         self._exit(self.status)
 
 
@@ -550,7 +609,7 @@ class _StreamsHandler(_SinkHandler):
     command, as in sshd."""
 
     terminal: Terminal | None = None
-
+    sink: _Sink | _CSink
     stdin: _PipeSink | _CSink
     stdout: _Pump | _CPump
     stderr: _Pump | _CPump | None
@@ -562,9 +621,9 @@ class _StreamsHandler(_SinkHandler):
             return
         self.stdin = self.sink = _PipeSink(self, stdin_fd, lambda buf: os.write(stdin_fd, buf),
                                            self._stdin_broken)
-        self.stdout = _Pump(self, stdout_fd, self.channel.write, lambda: None)
+        self.stdout = _Pump(self, stdout_fd, self.send, lambda: None)
         self.stderr = None if stderr_fd is None else _Pump(
-            self, stderr_fd, lambda d: self.channel.write(d, stderr=not stderr_as_stdout),
+            self, stderr_fd, lambda d: self.send(d, stderr=not stderr_as_stdout),
             lambda: None)
 
     def _attach_native_streams(self, stdin_fd: int, stdout_fd: int, stderr_fd: int | None,
@@ -621,6 +680,10 @@ class ExecHandler(_StreamsHandler):
     group has been killed: while the zombie holds the pid, the group id cannot be reused by
     an unrelated process.
     """
+
+    exit_sent: bool
+    proc: subprocess.Popen[bytes]
+    finished: bool
 
     def __init__(self, channel: SshChannel, event: SessionEvent, command: str,
                  env: dict[str, str], terminal: Terminal | None = None, *,
@@ -772,15 +835,11 @@ class ExecHandler(_StreamsHandler):
         self._kill_group(whole_session=self.terminal is not None)
         self._release_pidfd()
         self.stdin.close()
-        if not self.channel.closed:
-            status = self.proc.returncode
-            if status < 0:
-                name = _SIGNAL_NAMES.get(-status, "KILL")
-                self.channel.send_exit_signal(name, core=False, errmsg="", lang="")
-            else:
-                self.channel.send_exit_status(status)
-            self.channel.send_eof()
-            self.channel.close()
+        status = self.proc.returncode
+        if status < 0:
+            self._send_exit(None, _SIGNAL_NAMES.get(-status, "KILL"))
+        else:
+            self._send_exit(status)
         self.exit_sent = True
         self.finished = True
 
@@ -801,6 +860,8 @@ class ExecHandler(_StreamsHandler):
 class SftpHandler(_ExitSequence, ChannelHandler):
     """The "sftp" subsystem, served by our SFTP v3 engine over the channel's data stream."""
 
+    client_eof: bool
+
     def __init__(self, channel: SshChannel, event: SessionEvent, engine: SftpServer,
                  on_error: Callable[[Exception], None]) -> None:
         super().__init__(channel, event)
@@ -809,8 +870,12 @@ class SftpHandler(_ExitSequence, ChannelHandler):
         self.client_eof = False
 
     def input_room(self) -> int:
-        # Replies are queued on the channel: stop reading requests while it is congested.
-        return 0 if self.channel.pending_bytes > HIGH_WATER else INPUT_LIMIT
+        # Replies are queued on the channel: stop reading requests while it is congested
+        # (or the throttle is in debt for the replies already sent).
+        if self.channel.pending_bytes > HIGH_WATER or \
+                (self.gate is not None and self.gate.room() == 0):
+            return 0
+        return INPUT_LIMIT
 
     def on_data(self, data: bytes) -> int:
         if self.finished or self.input_room() == 0:
@@ -835,7 +900,7 @@ class SftpHandler(_ExitSequence, ChannelHandler):
                 self.channel.abort()
             return len(data)
         if reply:
-            self.channel.write(reply)
+            self.send(reply)
         return len(data)
 
     def on_eof(self) -> None:
@@ -869,7 +934,9 @@ class ForwardHandler(_SinkHandler):
     output, so each direction pauses and resumes on its own.
     """
 
+    remote_eof: bool
     outbound: _Sink | _CSink
+    sink: _Sink | _CSink
     inbound: _Pump | _CPump
 
     def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket, *,
@@ -895,8 +962,7 @@ class ForwardHandler(_SinkHandler):
         else:
             self.outbound = self.sink = _Sink(self, sock.fileno(), sock.send, self._reset,
                                               close_fd=False)
-            self.inbound = _Pump(self, os.dup(sock.fileno()), self.channel.write,
-                                 self._target_eof)
+            self.inbound = _Pump(self, os.dup(sock.fileno()), self.send, self._target_eof)
         self.outbound.finish = self._shutdown_write  # type: ignore[method-assign]
 
     def _reset(self) -> None:
@@ -984,9 +1050,9 @@ class CannedHandler(_ExitSequence, ChannelHandler):
         self.deadline = None
         if not self.channel.closed:
             if self.reply.stdout:
-                self.channel.write(_terminal_text(self.reply.stdout, self.terminal))
+                self.send(_terminal_text(self.reply.stdout, self.terminal))
             if self.reply.stderr:
-                self.channel.write(_terminal_text(self.reply.stderr, self.terminal),
+                self.send(_terminal_text(self.reply.stderr, self.terminal),
                                    stderr=self.terminal is None)
         self._exit(self.reply.exit_status)
 
@@ -998,6 +1064,8 @@ class FunctionHandler(_ExitSequence, _StreamsHandler):
     Its return value is the exit status; an exception is reported on stderr with status 1.
     When the client leaves, the pipes close: its reads see EOF and its writes fail.
     """
+
+    thread: threading.Thread
 
     def __init__(self, channel: SshChannel, event: SessionEvent, func: Callable[[Process], Any],
                  command: str, env: dict[str, str], terminal: Terminal | None,
@@ -1053,6 +1121,9 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
     client types (echoed back on a pty, as a terminal does) is answered from the command
     table; ``exit`` (or ``exit N``), Ctrl-D on an empty line or EOF ends it."""
 
+    line: bytearray
+    started: bool
+
     MAX_LINE = 64 << 10
 
     def __init__(self, channel: SshChannel, event: SessionEvent, table: CommandTable,
@@ -1100,7 +1171,7 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
                 self.line += ch
                 echo += ch
         if self.terminal is not None and echo and not self.channel.closed:
-            self.channel.write(bytes(echo))
+            self.send(bytes(echo))
 
     def _queue(self, output: bytes, status: int | None, delay: float = 0.0) -> None:
         self.pending.append((time.monotonic() + delay, output, status))
@@ -1137,18 +1208,18 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
             self.started = True
             self.deadline = None
             if self.table.banner:
-                self.channel.write(_terminal_text(self.table.banner, self.terminal))
-            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+                self.send(_terminal_text(self.table.banner, self.terminal))
+            self.send(_terminal_text(self.table.prompt, self.terminal))
         now = time.monotonic()
         while self.pending and self.pending[0][0] <= now:
             _, output, status = self.pending.pop(0)
             if output:
-                self.channel.write(output)
+                self.send(output)
             if status is not None:
                 self.pending.clear()
                 self._exit(status)
                 return
-            self.channel.write(_terminal_text(self.table.prompt, self.terminal))
+            self.send(_terminal_text(self.table.prompt, self.terminal))
         self.deadline = self.pending[0][0] if self.pending else None
         super().service()
 
@@ -1161,6 +1232,8 @@ class OpenedForwardHandler(ForwardHandler):
     relayed over a channel this server opens to the client: ``start_open(channel)`` begins
     the open; nothing is read from the socket until the client confirms it, and a refusal
     closes the connection."""
+
+    opened: bool
 
     def __init__(self, channel: SshChannel, event: SessionEvent, sock: socket.socket,
                  start_open: Callable[[SshChannel], bool | None],

@@ -11,14 +11,14 @@ for suites that connect many times and do not need a fresh event log per test.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 
 from pylibssh_server.demo.server import DemoServer
 
-_SERVERS = pytest.StashKey[list]()
+_SERVERS = pytest.StashKey[list[DemoServer]]()
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def demo_server_session() -> Iterator[DemoServer]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     servers = item.stash.get(_SERVERS, None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import ipaddress
 import logging
 import os
@@ -18,18 +17,28 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO, TypeVar, Union
 
-from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey, parse_authorized_keys
+from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey
+from pylibssh_server.demo.auth import AuthChains, Kbdint, check_users
+from pylibssh_server.demo.certs import refuse_host_certificate
 from pylibssh_server.demo.client import DemoClient
 from pylibssh_server.demo.commands import CommandTable, ReplyLike
+from pylibssh_server.demo.faults import Counter, Faults, FaultValue
+from pylibssh_server.demo.keyrules import KeyRules
 from pylibssh_server.demo.tunnels import LOOPBACK_NAMES
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
-logger = logging.getLogger("pylibssh_server.demo")
+logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
 T = TypeVar("T")
 KeySource = Union[SshKey, str, "os.PathLike[str]"]
 
+
+#: Host key types ``hostkey_type`` can generate (RSA at 2048 bits: generated in milliseconds).
+HOSTKEY_TYPES: dict[str, tuple[str, int | None]]
+HOSTKEY_TYPES = {"ed25519": ("ed25519", None), "ecdsa": ("ecdsa", 256), "rsa": ("rsa", 2048)}
+#: The identification line is at most 255 bytes with its ``SSH-2.0-`` and CR LF.
+MAX_SERVER_VERSION = 245
 
 #: The methods the DemoServer can authenticate with.
 _SERVED_METHODS = (AuthMethod.NONE | AuthMethod.PASSWORD | AuthMethod.PUBLICKEY
@@ -68,11 +77,31 @@ class DemoServer:
         port: TCP port, 0 (default) for a free one; the real one is :attr:`port`.
         host: listen address (default ``127.0.0.1``).
         password: the password accepted for any user name (password auth).
+        users: user name -> password: per-user passwords (a listed user needs that
+            password; other users get in with ``password`` when it is set).
+        kbdint: keyboard-interactive rounds: a :class:`~pylibssh_server.demo.auth.Kbdint`,
+            its JSON form as a mapping, or a path to a JSON file; default one round,
+            ``Password: `` and ``Token: `` answered ``foo`` and ``bar``.
+        auth_chains: as OpenSSH's ``AuthenticationMethods``: chains such as
+            ``["publickey,password"]``; a client is in after every method of one chain, in
+            order; each earlier step answers partial success (logged as ``auth_partial``).
+        banner: text sent before authentication (``SSH_MSG_USERAUTH_BANNER``).
+        server_version: the software version of the identification line
+            (``SSH-2.0-<server_version>``); default libssh's.
+        hostkey_type: the type of the generated host key: ``ed25519`` (default), ``ecdsa``
+            (P-256) or ``rsa`` (2048 bits); not with ``host_key``.
+        faults: faults on purpose: a mapping (``{"throttle": 65536}``) or ``NAME[=VALUE]``
+            strings, as ``--fault`` (see :data:`pylibssh_server.demo.faults.FAULT_NAMES`);
+            each applied fault is logged as a ``fault`` event.
         auth_methods: advertised methods (an :class:`AuthMethod` mask or a comma list such as
             ``"password,publickey,keyboard-interactive"``); default: what the other arguments
             enable (password if given, publickey if keys are given, none if allowed).
         allow_auth_none: accept "none" authentication.
-        authorized_keys: :class:`SshKey` objects, ``authorized_keys`` lines, or a file path.
+        authorized_keys: :class:`SshKey` objects, ``authorized_keys`` lines (with the options
+            sshd enforces: ``from=``, ``command=``, ``environment=``, ``no-pty``,
+            ``no-port-forwarding``, ``permitopen=``, ``restrict`` ..., and ``cert-authority``
+            lines), file paths, or a file path; or a mapping from user name (``"*"``: any
+            user) to such keys: ``{"alice": [key], "bob": "/path/authorized_keys"}``.
         host_key: an :class:`SshKey` or a private key path; default a fresh Ed25519 key.
         verbose: print one line per event as it happens.
         log_verbosity: libssh's log level (to the ``pylibssh_server.libssh`` logger).
@@ -89,8 +118,9 @@ class DemoServer:
         max_fds_per_client: file descriptors and SFTP handles the channels of one client may
             hold together (a command holds 4, a forward 2, an open SFTP file 1); what would
             exceed it is refused.  Default: an eighth of the open-files limit, 16 to 1024.
-        ignore_key_options: load ``authorized_keys`` lines that have options (which are not
-            enforced) as plain keys, with a warning, instead of refusing them.
+        ignore_key_options: load ``authorized_keys`` lines as plain keys, without any of
+            their options, with a warning (a ``cert-authority`` line is then skipped),
+            instead of refusing lines with options that are not supported.
         shell: the command a ``shell`` request runs (on the pty when one was requested, on
             pipes otherwise); default ``/bin/sh``.
         commands: commands answered without the host: a :class:`CommandTable`, or a mapping
@@ -114,6 +144,10 @@ class DemoServer:
             False forgets each one when it ends, so a server that runs indefinitely (the CLI)
             uses no memory per past connection.
         ciphers, kex, macs, hostkey_algorithms: algorithm lists for the Bind.
+        trusted_user_ca_keys: CA public keys (a file, as sshd's ``TrustedUserCAKeys``, or
+            keys and lines) whose user certificates log in when a principal is the user name.
+        hostkey_cert: an OpenSSH host certificate for the host key; no libssh release can
+            present one (its server offers plain host key algorithms only), so this raises.
 
     Raises:
         ValueError: an enabled auth method lacks its secret (password auth without a password,
@@ -121,8 +155,36 @@ class DemoServer:
             positive.
         TypeError: an argument of the wrong type (``password`` not a str, ...).
         SshKeyError: an ``authorized_keys`` line is malformed, or has options that are not
-            enforced (see ``ignore_key_options``) or is a ``cert-authority`` line.
+            supported (see ``ignore_key_options``).
     """
+
+    max_connections: int
+    max_unauthenticated: int
+    max_fds_per_client: int
+    ignore_key_options: bool
+    host_commands: bool
+    max_remote_forwards: int
+    agent_forwarding: bool
+    requested_port: int
+    sftp_root: str | None
+    login_grace_time: float
+    max_auth_attempts: int
+    max_channels: int
+    command_env: dict[str, str]
+    _bind_options: dict[str, Any]
+    host_key: SshKey
+    fingerprint: str
+    port: int
+    commands: CommandTable
+    auth_methods: AuthMethod
+    allow_auth_none: bool
+    users: dict[str, str]
+    kbdint: Kbdint
+    auth_chains: AuthChains | None
+    server_version: str | None
+    faults: Faults
+    fault_counters: dict[str, Counter]
+    key_rules: KeyRules
 
     def __init__(
         self,
@@ -130,6 +192,13 @@ class DemoServer:
         *,
         host: str = "127.0.0.1",
         password: str | None = None,
+        users: Mapping[str, str] | None = None,
+        kbdint: Kbdint | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        auth_chains: Iterable[str | Iterable[str]] | None = None,
+        banner: str | None = None,
+        server_version: str | None = None,
+        hostkey_type: str | None = None,
+        faults: Faults | Mapping[str, FaultValue] | Iterable[str] | None = None,
         auth_methods: AuthMethod | int | str | Iterable[str] | None = None,
         allow_auth_none: bool = False,
         authorized_keys: Iterable[SshKey | str] | str | os.PathLike[str] = (),
@@ -157,12 +226,28 @@ class DemoServer:
         kex: str | None = None,
         macs: str | None = None,
         hostkey_algorithms: str | None = None,
+        trusted_user_ca_keys: Iterable[SshKey | str] | str | os.PathLike[str] | None = None,
+        hostkey_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         _check_type("port", port, int)
         _check_type("host", host, str)
         _check_type("password", password, str, type(None))
+        _check_type("banner", banner, str, type(None))
+        self.users = check_users(users)
+        self.kbdint = self._load_kbdint(kbdint)
+        self.auth_chains = None if auth_chains is None else AuthChains(auth_chains)
+        self.banner = banner
+        self.server_version = self._check_server_version(server_version)
+        if hostkey_type is not None and (host_key is not None or
+                                         hostkey_type not in HOSTKEY_TYPES):
+            raise ValueError(f"hostkey_type must be one of {', '.join(HOSTKEY_TYPES)} (and "
+                             f"without host_key), not {hostkey_type!r}")
+        self.faults = Faults.parse(faults)
+        self.fault_counters = {name: Counter(self.faults[name])
+                               for name in ("fail-auth", "reject-connections")
+                               if name in self.faults}
         _check_type("authorized_keys", authorized_keys, str, os.PathLike, list, tuple, set,
-                    frozenset, SshKey)
+                    frozenset, SshKey, Mapping)
         if forward_allow is not None and not callable(forward_allow):
             raise TypeError(f"forward_allow must be callable, not {type(forward_allow).__name__}")
         if command_env is not None and not all(
@@ -203,29 +288,33 @@ class DemoServer:
         self._connections = 0
         self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
                               "hostkey_algorithms": hostkey_algorithms}
-        if isinstance(authorized_keys, SshKey):
-            authorized_keys = [authorized_keys]
-        self.authorized_keys: list[SshKey] = self._load_authorized_keys(
-            authorized_keys, self.ignore_key_options)
+        # keyrules: per-user keys, their options, certificate authorities.
+        self.key_rules = KeyRules.load(authorized_keys, trusted_user_ca_keys,
+                                       self.ignore_key_options)
+        self.authorized_keys: list[SshKey] = self.key_rules.plain_keys()
         try:
-            self.auth_methods = self._resolve_auth_methods(auth_methods, allow_auth_none)
+            self.auth_methods = self._resolve_auth_methods(auth_methods, allow_auth_none,
+                                                           kbdint is not None)
             self.allow_auth_none = allow_auth_none or bool(self.auth_methods & AuthMethod.NONE)
+            self._check_chains()
             if not self.auth_methods & _SERVED_METHODS:
                 raise ValueError(
                     f"no usable authentication method in {self.auth_methods!r}: the "
                     "DemoServer serves none, password, publickey and keyboard-interactive")
-            if self.auth_methods & AuthMethod.PASSWORD and password is None:
+            if self.auth_methods & AuthMethod.PASSWORD and password is None and \
+                    not self.users:
                 raise ValueError("password authentication is enabled but no password was "
-                                 "given (pass password=...)")
-            if self.auth_methods & AuthMethod.PUBLICKEY and not self.authorized_keys:
+                                 "given (pass password=... or users=...)")
+            if self.auth_methods & AuthMethod.PUBLICKEY and not self.key_rules:
                 raise ValueError("public-key authentication is enabled but no authorized key "
                                  "was given (pass authorized_keys=...)")
             if self.sftp_root is not None and not os.path.isdir(self.sftp_root):
                 raise ValueError(f"sftp_root is not a directory: {self.sftp_root}")
-            self.host_key = self._load_host_key(host_key)
+            if hostkey_cert is not None:
+                refuse_host_certificate(hostkey_cert)
+            self.host_key = self._load_host_key(host_key, hostkey_type)
         except BaseException:
-            for key in self.authorized_keys:
-                key.close()
+            self.key_rules.close()
             raise
         self.fingerprint = self.host_key.fingerprint()
         self.clients: list[DemoClient] = []
@@ -240,12 +329,17 @@ class DemoServer:
         return f"<DemoServer {self.host}:{self.port} {self.fingerprint} {state}>"
 
     # ---- configuration ------------------------------------------------------------------
-    def _resolve_auth_methods(self, methods: Any, allow_none: bool) -> AuthMethod:
+    def _resolve_auth_methods(self, methods: Any, allow_none: bool,
+                              kbdint: bool) -> AuthMethod:
+        if methods is None and self.auth_chains is not None:
+            return self.auth_chains.methods()
         if methods is None:
             result = AuthMethod.UNKNOWN
-            if self.password is not None:
+            if self.password is not None or self.users:
                 result |= AuthMethod.PASSWORD
-            if self.authorized_keys:
+            if kbdint:
+                result |= AuthMethod.INTERACTIVE
+            if self.key_rules:
                 result |= AuthMethod.PUBLICKEY
             if allow_none:
                 result |= AuthMethod.NONE
@@ -259,37 +353,44 @@ class DemoServer:
             return AuthMethod(methods)
         return AuthMethod.parse(",".join(methods))
 
-    @staticmethod
-    def _load_authorized_keys(source: Any, ignore_options: bool) -> list[SshKey]:
-        if isinstance(source, (str, os.PathLike)):
-            # A path (any PathLike, or a str without the space every key line has) must exist;
-            # otherwise parse_authorized_keys would read it as key text (or fail on a Path).
-            path = os.fspath(source)
-            looks_like_path = isinstance(source, os.PathLike) or not path.strip().count(" ")
-            if looks_like_path and not os.path.isfile(path):
-                raise FileNotFoundError(errno.ENOENT, "authorized keys file not found", path)
-            return parse_authorized_keys(path if looks_like_path else source,
-                                         ignore_options=ignore_options)
-        keys: list[SshKey] = []
-        try:
-            for item in source:
-                if isinstance(item, SshKey):
-                    keys.append(item.copy())
-                elif isinstance(item, str):
-                    keys.extend(parse_authorized_keys([item], ignore_options=ignore_options))
-                else:
-                    raise TypeError("authorized_keys items must be SshKey objects or "
-                                    f"authorized_keys lines, not {type(item).__name__}")
-        except BaseException:
-            for key in keys:
-                key.close()
-            raise
-        return keys
+    def _check_chains(self) -> None:
+        chains = self.auth_chains
+        if chains is None:
+            return
+        if self.allow_auth_none:
+            raise ValueError("auth_chains cannot be combined with auth none")
+        missing = chains.methods() & ~self.auth_methods
+        if missing:
+            raise ValueError(f"auth_chains use methods that auth_methods leaves out: "
+                             f"{AuthMethod(missing)!r}")
 
     @staticmethod
-    def _load_host_key(source: KeySource | None) -> SshKey:
+    def _load_kbdint(source: Any) -> Kbdint:
         if source is None:
-            return SshKey.generate("ed25519")
+            return Kbdint()
+        if isinstance(source, (str, os.PathLike)):
+            return Kbdint.from_file(source)
+        if isinstance(source, (Kbdint, Mapping)):
+            return Kbdint.from_data(source)
+        raise TypeError(f"kbdint must be a Kbdint, a mapping or a file path, not "
+                        f"{type(source).__name__}")
+
+    @staticmethod
+    def _check_server_version(text: str | None) -> str | None:
+        if text is None:
+            return None
+        _check_type("server_version", text, str)
+        if not text or len(text) > MAX_SERVER_VERSION or \
+                not all(" " <= c <= "~" for c in text) or text[0] == " ":
+            raise ValueError(f"server_version must be 1 to {MAX_SERVER_VERSION} printable "
+                             f"ASCII characters (as in 'OpenSSH_7.4'), not {text!r}")
+        return text
+
+    @staticmethod
+    def _load_host_key(source: KeySource | None, key_type: str | None) -> SshKey:
+        if source is None:
+            name, bits = HOSTKEY_TYPES[key_type or "ed25519"]
+            return SshKey.generate(name, bits)
         if isinstance(source, SshKey):
             return source.copy()
         return SshKey.from_private_file(source)
@@ -332,7 +433,8 @@ class DemoServer:
             if self._bind is not None:
                 raise RuntimeError("DemoServer is already running")
             self._bind = Bind(self.host, self.requested_port, key=self.host_key,
-                              log_verbosity=self.log_verbosity, **self._bind_options)
+                              log_verbosity=self.log_verbosity, banner=self.server_version,
+                              **self._bind_options)
             self.port = self._bind.port
             self._listener = threading.Thread(
                 target=self._bind.listen, args=(self._serve,),
@@ -352,7 +454,11 @@ class DemoServer:
             client = DemoClient(self, session, self._connections)
             self.clients.append(client)
             stopping = self._bind is None or not self._bind.is_open
-        if not stopping:
+        rejected = self.fault_counters.get("reject-connections")
+        if not stopping and rejected is not None and rejected.take():
+            client.log("fault", ("reject-connections", self.faults["reject-connections"]))
+            client.finished.set()  # the session is closed at once, before the SSH banner
+        elif not stopping:
             client.run()
         else:
             client.finished.set()
@@ -382,8 +488,7 @@ class DemoServer:
         """Stop, then release the keys and remove the :attr:`known_hosts_path` file."""
         self.stop()
         self.host_key.close()
-        for key in self.authorized_keys:
-            key.close()
+        self.key_rules.close()
         directory, self._known_hosts_dir = self._known_hosts_dir, None
         if directory is not None:
             with contextlib.suppress(OSError):
@@ -435,8 +540,9 @@ class DemoServer:
         and ``client.set_missing_host_key_policy(paramiko.RejectPolicy())``."""
         kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "username": user,
                                   "look_for_keys": False, "allow_agent": False}
-        if self.password is not None:
-            kwargs["password"] = self.password
+        password = self.users.get(user, self.password)
+        if password is not None:
+            kwargs["password"] = password
         return kwargs
 
     def asyncssh_kwargs(self, user: str = "demo") -> dict[str, Any]:
@@ -445,8 +551,9 @@ class DemoServer:
         kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "username": user,
                                   "known_hosts": self.known_hosts_path, "config": None,
                                   "client_keys": None, "agent_path": None, "gss_host": None}
-        if self.password is not None:
-            kwargs["password"] = self.password
+        password = self.users.get(user, self.password)
+        if password is not None:
+            kwargs["password"] = password
         return kwargs
 
     def __enter__(self) -> DemoServer:
@@ -483,7 +590,7 @@ class DemoServer:
         stopped, and :class:`DemoServerTimeout` is raised.  Otherwise ``func``'s result is
         returned (or its exception re-raised) and the stopped server's logs stay readable.
         """
-        result: list[Any] = []
+        result: list[T] = []
         error: list[BaseException] = []
 
         def target() -> None:

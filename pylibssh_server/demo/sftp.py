@@ -50,7 +50,7 @@ __all__ = [
     "StatusCode",
 ]
 
-logger = logging.getLogger(__name__)
+logger: logging.Logger = logging.getLogger(__name__)
 
 #: The largest DATA payload served per READ. OpenSSH's client rejects messages above 256 KiB,
 #: so this leaves room for the DATA header, exactly like OpenSSH's sftp-server.

@@ -44,9 +44,9 @@ class Listener:
         self.path = path
         self.directory = directory
         sock.setblocking(False)
-        self.fd = sock.fileno()
+        self.fd: int = sock.fileno()
         event.add_fd(self.fd, self._ready, POLLIN)
-        self.closed = False
+        self.closed: bool = False
 
     @classmethod
     def tcp(cls, address: str, port: int, event: SessionEvent,

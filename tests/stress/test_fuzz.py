@@ -23,7 +23,7 @@ import pytest
 from stress import _support
 
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
-HARNESSES = ["sftp", "authorized_keys", "demo_client_data"]
+HARNESSES = ["sftp", "authorized_keys", "demo_client_data", "demo_config"]
 SECONDS = _support.pick(10, 60)
 #: Fewer executions than this per second means the harness is broken, not slow: the slowest
 #: harness runs several hundred per second on one shared core.

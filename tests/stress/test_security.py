@@ -70,7 +70,7 @@ def test_password_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) 
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("pylibssh_server.demo.client.hmac.compare_digest", recording)
+    monkeypatch.setattr("pylibssh_server.demo.auth.hmac.compare_digest", recording)
     with DemoServer(password="s3cret") as demo:
         with pytest.raises(paramiko.AuthenticationException):
             paramiko_login(demo.port, password="wrong")

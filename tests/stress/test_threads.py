@@ -1120,6 +1120,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "set_auth_methods": (lambda: session.set_auth_methods(2), ValueError),
             "set_blocking": (lambda: session.set_blocking(False), ValueError),
             "set_disconnect_message": (lambda: session.set_disconnect_message("x"), ValueError),
+            "send_issue_banner": (lambda: session.send_issue_banner("x"), ValueError),
             "set_global_request_callback": (
                 lambda: session.set_global_request_callback(None), ValueError),
             "set_message_callback": (lambda: session.set_message_callback(None), ValueError),

@@ -20,6 +20,8 @@ Invariants:
    ``ignore_options=True``: every line but a ``cert-authority`` one (never loaded as a key).
 4. No key is leaked: the harness closes what it gets and a ``ResourceWarning`` from a key's
    ``__del__`` (one the parser dropped without closing) is a failure.
+5. ``parse_authorized_key_entries`` (options kept and checked) on the same text lets only
+   ``SshKeyError`` naming a line escape, and gives no more entries than lines.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from _common import Traps, check, instrument_module, main
 
 from pylibssh_server import keys
 from pylibssh_server.errors import SshKeyError
-from pylibssh_server.keys import SshKey, parse_authorized_keys
+from pylibssh_server.keys import SshKey, parse_authorized_key_entries, parse_authorized_keys
 
 instrument_module(keys)
 
@@ -117,6 +119,26 @@ def _check_keys(keys: list[SshKey], lines: int) -> None:
                 other.close()
 
 
+def _check_line_error(exc: SshKeyError, count: int) -> None:
+    prefix, _, number = str(exc).partition(":")[0].rpartition(" ")
+    check(prefix == "authorized_keys line" and number.isdigit()
+          and 1 <= int(number) <= count, f"the error names no line: {exc}")
+
+
+def _check_entries(text: str, count: int) -> None:
+    """Invariant 5: the options parser on the same lines."""
+    try:
+        entries = parse_authorized_key_entries(text.split("\n"))
+    except SshKeyError as exc:
+        _check_line_error(exc, count)
+        return
+    try:
+        check(len(entries) <= count, f"{len(entries)} entries from {count} lines")
+    finally:
+        for entry in entries:
+            entry.close()
+
+
 def test_one_input(data: bytes) -> None:
     form = data[0] if data else 0
     expected: list[SshKey] | None = None
@@ -132,9 +154,7 @@ def test_one_input(data: bytes) -> None:
         keys = _parse(form, text)
     except SshKeyError as exc:
         check(expected is None, f"a valid file was refused: {exc} in {text!r}")
-        prefix, _, number = str(exc).partition(":")[0].rpartition(" ")
-        check(prefix == "authorized_keys line" and number.isdigit()
-              and 1 <= int(number) <= count, f"the error names no line: {exc}")
+        _check_line_error(exc, count)
     else:
         try:
             _check_keys(keys, count)
@@ -145,6 +165,7 @@ def test_one_input(data: bytes) -> None:
         finally:
             for key in keys:
                 key.close()
+    _check_entries(text, count)
     _TRAPS.raise_if_any()
 
 
