@@ -329,10 +329,13 @@ def test_cli_auth_flags(tmp_path: Path) -> None:
     ("--user", ":pw"),
     ("--user", "a:1", "--user", "a:2"),
     ("--hostkey-type", "dsa"),
+    ("--commands", "MISSING"),
+    ("--commands", "NOT_JSON"),
 ])
 def test_cli_malformed_auth_input(tmp_path: Path, args: tuple[str, ...]) -> None:
     """Malformed auth input: one clear error line on stderr, exit code 2, nothing on stdout."""
-    args = tuple(str(tmp_path / a) if a == "MISSING" else a for a in args)
+    (tmp_path / "NOT_JSON").write_text('{"commands": {"x": 1}')
+    args = tuple(str(tmp_path / a) if a in ("MISSING", "NOT_JSON") else a for a in args)
     result = run_cli(*args)
     assert (result.returncode, result.stdout) == (2, "")
     lines = result.stderr.strip().splitlines()

@@ -33,7 +33,8 @@ def faults_logged(server: DemoServer) -> list[tuple[str, object]]:
 
 
 def test_delay_banner_measured_by_client(demo_server_factory: Factory) -> None:
-    """delay-banner=S: the identification line comes S seconds after the TCP connect."""
+    """delay-banner=S: the identification line comes S seconds after the TCP connect (read
+    on the socket, and seen by paramiko's handshake)."""
     server = demo_server_factory(password="foo", faults={"delay-banner": 1.0})
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         start = time.monotonic()
@@ -41,7 +42,13 @@ def test_delay_banner_measured_by_client(demo_server_factory: Factory) -> None:
         waited = time.monotonic() - start
     assert line.startswith(b"SSH-2.0-")
     assert waited >= 1.0
-    assert faults_logged(server) == [("delay-banner", 1.0)]
+    start = time.monotonic()
+    with paramiko_transport(server) as transport:
+        handshake = time.monotonic() - start
+        transport.auth_password("foo", "foo")
+        assert transport.is_authenticated()
+    assert handshake >= 1.0
+    assert faults_logged(server) == [("delay-banner", 1.0)] * 2
 
 
 def test_delay_auth_measured_by_client(demo_server_factory: Factory) -> None:
