@@ -6,13 +6,13 @@ to libssh; :class:`~pylibssh_server.demo.client.DemoClient` asks it and answers 
 from __future__ import annotations
 
 import hmac
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 from pylibssh_server import AuthMethod
+from pylibssh_server.demo.files import load_json
 
 __all__ = ["AuthChains", "Kbdint", "KbdintPrompt", "check_users", "method_mask", "password_ok"]
 
@@ -173,11 +173,7 @@ class Kbdint:
             ValueError: the file is not such a JSON object (the message names the file).
             OSError: the file cannot be read.
         """
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{os.fspath(path)}: not UTF-8 JSON: {exc}") from None
+        data = load_json(path)
         return cls.from_data(data, os.fspath(path))
 
     def matches(self, round_index: int, answers: Sequence[str]) -> bool:

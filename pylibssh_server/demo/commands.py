@@ -4,12 +4,13 @@ reply is (a string, a :class:`Reply`, or a callable that gets a :class:`Process`
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
+
+from pylibssh_server.demo.files import load_json
 
 __all__ = ["CommandTable", "Process", "Reply"]
 
@@ -107,11 +108,7 @@ class CommandTable:
             ValueError: the file is not such a JSON object (the message names the file).
             OSError: the file cannot be read.
         """
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{os.fspath(path)}: not UTF-8 JSON: {exc}") from None
+        data = load_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("commands", {}), dict):
             raise ValueError(f"{os.fspath(path)}: expected an object with a \"commands\" object")
         unknown = set(data) - {"commands", "prompt", "banner"}
