@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from pylibssh_server import AuthMethod, LogLevel
 from pylibssh_server.demo.auth import AuthChains, Kbdint
@@ -27,6 +28,8 @@ from pylibssh_server.demo.faults import FAULT_NAMES, Faults
 from pylibssh_server.demo.keyrules import ANY_USER
 from pylibssh_server.demo.server import DemoServer
 from pylibssh_server.errors import LibSSHError
+
+T = TypeVar("T")
 
 _METHOD_NAMES = (
     (AuthMethod.NONE, "none"),
@@ -140,56 +143,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _auth_list(text: str) -> str:
-    try:
-        AuthMethod.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+def _converter(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` calling ``parse``: its ValueError or OSError (a malformed value,
+    a file that cannot be read) becomes argparse's one-line error and exit code 2."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except (OSError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
-def _command_table(path: str) -> CommandTable:
-    try:
-        return CommandTable.from_file(path)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse ``type`` keeping the text once ``check(text)`` accepted it."""
+    def run(text: str) -> str:
+        check(text)
+        return text
+    return _converter(run)
 
 
-def _user_password(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise argparse.ArgumentTypeError(f"expected USER:PASSWORD, not {text!r}")
-    return user, password
+_auth_list = _checked(AuthMethod.parse)
+_auth_chain = _checked(lambda text: AuthChains([text]))
+_fault = _checked(lambda text: Faults.parse([text]))
+_command_table = _converter(CommandTable.from_file)
+_kbdint_file = _converter(Kbdint.from_file)
 
 
-def _kbdint_file(path: str) -> Kbdint:
-    try:
-        return Kbdint.from_file(path)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _user_and(what: str, allow_empty: bool) -> Callable[[str], tuple[str, str]]:
+    """An argparse ``type`` for ``USER:<what>`` (the user name never empty)."""
+    def split(text: str) -> tuple[str, str]:
+        user, sep, rest = text.partition(":")
+        if not sep or not user or not (rest or allow_empty):
+            raise ValueError(f"expected USER:{what}, not {text!r}")
+        return user, rest
+    return _converter(split)
 
 
-def _auth_chain(text: str) -> str:
-    try:
-        AuthChains([text])
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _fault(text: str) -> str:
-    try:
-        Faults.parse([text])
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _user_file(text: str) -> tuple[str, str]:
-    user, sep, path = text.partition(":")
-    if not sep or not user or not path:
-        raise argparse.ArgumentTypeError(f"expected USER:FILE, not {text!r}")
-    return user, path
+_user_password = _user_and("PASSWORD", allow_empty=True)
+_user_file = _user_and("FILE", allow_empty=False)
 
 
 def _merge_key_files(args: argparse.Namespace) -> None:
