@@ -131,7 +131,7 @@ class SessionChannel(_DataHooks):
         self.channel = channel
         self.env: dict[str, str] = {}
         self.handler = None
-        self.eof = False
+        self.eof: bool = False
         self.terminal = None
 
     def callbacks(self) -> ChannelCallbacks:
@@ -332,7 +332,7 @@ class ForwardChannel(_DataHooks):
     def __init__(self, host: ChannelHost, handler: ForwardHandler) -> None:
         self.host = host
         self.handler = handler
-        self.channel = handler.channel
+        self.channel: SshChannel = handler.channel
 
     def attach(self) -> None:
         """Set the channel's hooks and drive the handler."""

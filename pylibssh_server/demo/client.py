@@ -93,7 +93,7 @@ class DemoClient:
         self.timeline: list[tuple[str, int, float]] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self.auth = AuthPolicy(config, session, self.log, self._stop,
+        self.auth: AuthPolicy = AuthPolicy(config, session, self.log, self._stop,
                                self.peer[0] if self.peer else "")
         self._sessions: list[SessionChannel] = []
         self._forwards: list[ForwardChannel] = []

@@ -238,8 +238,10 @@ class DemoServer:
         """Whether a ``tcpip-forward`` request for ``address:port`` may be granted."""
         return self.config.remote_forward_allowed(address, port)
 
-    #: A ready ``forward_allow`` policy: loopback addresses and ``localhost`` only.
-    loopback_only = staticmethod(loopback_only)
+    @staticmethod
+    def loopback_only(host: str, port: int) -> bool:
+        """A ready ``forward_allow`` policy: loopback addresses and ``localhost`` only."""
+        return loopback_only(host, port)
 
     # ---- lifecycle ----------------------------------------------------------------------
     @property
