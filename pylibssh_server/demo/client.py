@@ -255,6 +255,7 @@ class DemoClient:
             self._cut_when_flushed()
         if self._incoming:
             self._open_incoming()
+        ended = False
         for handler in list(self._handlers):
             try:
                 handler.service()
@@ -267,8 +268,9 @@ class DemoClient:
             if handler.finished:
                 self._handlers.remove(handler)
                 self._bytes_in_done += handler.bytes_in
-        for forward in [f for f in self._forwards if f.handler.finished]:
-            self._forwards.remove(forward)
+                ended = True
+        if ended and self._forwards:
+            self._forwards = [f for f in self._forwards if not f.handler.finished]
         for state in list(self._sessions):
             channel = state.channel
             if channel.closed:
