@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: MIT
 """What the DemoServer does on each channel: exec, direct-tcpip forwarding and SFTP.
 
+Every handler has the interface :class:`Handler` states (the client and the channel objects
+of :mod:`~pylibssh_server.demo.channels` use nothing else) and, on a session channel, one
+end: :meth:`ChannelHandler.exit` (exit-status or exit-signal, EOF, CLOSE, once).
+
 Each handler is driven by its client's ``SessionEvent``: child pipes and forwarded sockets are
 polled together with the SSH socket (no thread per stream), and callbacks only move bytes
 between bounded buffers.  Flow control in both directions:
@@ -33,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pylibssh_server import POLLIN, POLLOUT, SessionEvent, SshChannel
 from pylibssh_server.demo.commands import CommandTable, Process, Reply
@@ -78,8 +82,45 @@ def _close_fd(fd: int | None) -> None:
             os.close(fd)
 
 
+class Handler(Protocol):
+    """What one channel is doing, as its client and its channel object drive it.
+
+    ``service()`` runs after every poll; the ``on_*`` methods and ``data_room`` are the
+    channel's data hooks; ``terminate()`` releases everything at once.  Requests a handler
+    cannot serve answer False (``signal``, ``resize``) instead of being told apart by type.
+    """
+
+    channel: SshChannel
+    backlogged: bool
+    finished: bool
+    bytes_in: int
+    deadline: float | None
+    gate: OutputGate | None
+    skip_exit_status: Callable[[], None] | None
+
+    @property
+    def needs_timer(self) -> bool:
+        """True while the handler must be serviced on a short timer (no fd wakes it)."""
+        ...
+
+    def data_room(self, available: int) -> int: ...
+    def on_data(self, data: bytes) -> int: ...
+    def on_eof(self) -> None: ...
+    def on_close(self) -> None: ...
+    def input_room(self) -> int: ...
+    def service(self) -> None: ...
+    def end_input(self) -> None: ...
+    def input_pending(self) -> bool: ...
+    def input_overflow(self) -> bool: ...
+    def terminate(self) -> None: ...
+    def fds_held(self) -> int: ...
+    def signal(self, name: str) -> bool: ...
+    def resize(self, terminal: Terminal) -> bool: ...
+    def wait_exit(self, timeout: float) -> bool: ...
+
+
 class ChannelHandler:
-    """Base: what one channel is doing.  ``service()`` runs after every poll."""
+    """Base of every :class:`Handler`: the defaults, and the one exit sequence."""
 
     backlogged: bool
     finished: bool
@@ -105,18 +146,21 @@ class ChannelHandler:
                 return
         self.channel.write(data, stderr=stderr)
 
-    def _send_exit(self, status: int | None, signal_name: str | None = None) -> None:
-        """exit-status (or exit-signal), EOF, CLOSE, unless the channel is closed already."""
-        if self.channel.closed:
+    def exit(self, status: int | None, signal_name: str | None = None) -> None:
+        """The end of a session channel's handler, once: exit-status (or exit-signal with
+        ``signal_name``), EOF and CLOSE, unless the channel is closed already."""
+        if self.finished:
             return
-        if self.skip_exit_status is not None:
-            self.skip_exit_status()
-        elif signal_name is not None:
-            self.channel.send_exit_signal(signal_name, core=False, errmsg="", lang="")
-        elif status is not None:
-            self.channel.send_exit_status(status)
-        self.channel.send_eof()
-        self.channel.close()
+        if not self.channel.closed:
+            if self.skip_exit_status is not None:
+                self.skip_exit_status()
+            elif signal_name is not None:
+                self.channel.send_exit_signal(signal_name, core=False, errmsg="", lang="")
+            elif status is not None:
+                self.channel.send_exit_status(status)
+            self.channel.send_eof()
+            self.channel.close()
+        self.finished = True
 
     def input_room(self) -> int:
         """How many client bytes the handler can take now."""
@@ -182,6 +226,20 @@ class ChannelHandler:
     def signal(self, name: str) -> bool:
         """Deliver the client's ``signal`` request (``"INT"``); False if it went nowhere."""
         return False
+
+    def resize(self, terminal: Terminal) -> bool:
+        """``window-change``: the new size of the handler's pty; False without one."""
+        return False
+
+    @property
+    def needs_timer(self) -> bool:
+        """True while the handler must be serviced on a short timer (no fd wakes it)."""
+        return False
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the handler's process to end (True: ended or
+        none)."""
+        return True
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -568,22 +626,7 @@ def _session_members(sid: int) -> list[int]:
     return pids
 
 
-class _ExitSequence:
-    """The end of every command: exit status, EOF, CLOSE (once)."""
-
-    channel: SshChannel
-    finished: bool
-
-    if TYPE_CHECKING:  # ChannelHandler's, which every class using this mixin has
-        def _send_exit(self, status: int | None, signal_name: str | None = None) -> None: ...
-
-    def _exit(self, status: int) -> None:
-        if not self.finished:
-            self._send_exit(status)
-        self.finished = True
-
-
-class CommandFailedHandler(_ExitSequence, ChannelHandler):
+class CommandFailedHandler(ChannelHandler):
     """An exec whose command could not be started: a message on stderr, then the exit status
     (126, or 127 when nothing was found), EOF and CLOSE, as a shell reports it."""
 
@@ -598,7 +641,7 @@ class CommandFailedHandler(_ExitSequence, ChannelHandler):
             return
         if not self.channel.closed:
             self.send(self.message.encode("utf-8", "replace"), stderr=True)
-        self._exit(self.status)
+        self.exit(self.status)
 
 
 class _StreamsHandler(_SinkHandler):
@@ -837,11 +880,10 @@ class ExecHandler(_StreamsHandler):
         self.stdin.close()
         status = self.proc.returncode
         if status < 0:
-            self._send_exit(None, _SIGNAL_NAMES.get(-status, "KILL"))
+            self.exit(None, _SIGNAL_NAMES.get(-status, "KILL"))
         else:
-            self._send_exit(status)
+            self.exit(status)
         self.exit_sent = True
-        self.finished = True
 
     def _release_pidfd(self) -> None:
         if self.pidfd is not None:
@@ -857,7 +899,7 @@ class ExecHandler(_StreamsHandler):
         self.finished = True
 
 
-class SftpHandler(_ExitSequence, ChannelHandler):
+class SftpHandler(ChannelHandler):
     """The "sftp" subsystem, served by our SFTP v3 engine over the channel's data stream."""
 
     client_eof: bool
@@ -916,7 +958,7 @@ class SftpHandler(_ExitSequence, ChannelHandler):
         if not self.client_eof or self.backlogged or self.finished:
             return
         # As sshd's sftp-server exiting 0: scp/sftp treat a missing status as failure.
-        self._exit(0)
+        self.exit(0)
         self.terminate()
 
     def terminate(self) -> None:
@@ -1031,7 +1073,7 @@ def _terminal_text(text: str, terminal: Terminal | None) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-class CannedHandler(_ExitSequence, ChannelHandler):
+class CannedHandler(ChannelHandler):
     """An exec answered from the command table: after ``delay``, stdout and stderr (merged
     on a pty, as a terminal merges them), then the exit status.  Client input is read and
     dropped, as by a command that does not read it."""
@@ -1054,10 +1096,10 @@ class CannedHandler(_ExitSequence, ChannelHandler):
             if self.reply.stderr:
                 self.send(_terminal_text(self.reply.stderr, self.terminal),
                                    stderr=self.terminal is None)
-        self._exit(self.reply.exit_status)
+        self.exit(self.reply.exit_status)
 
 
-class FunctionHandler(_ExitSequence, _StreamsHandler):
+class FunctionHandler(_StreamsHandler):
     """An exec answered by a callable, run in a thread of its own over three pipes (so it may
     block, and its stdin, stdout and stderr have the same flow control as a command's).
 
@@ -1109,14 +1151,14 @@ class FunctionHandler(_ExitSequence, _StreamsHandler):
             return
         if self._service_streams() and self.status is not None:
             self.stdin.close()
-            self._exit(self.status)
+            self.exit(self.status)
 
     def terminate(self) -> None:
         self._stop_streams()
         self.finished = True
 
 
-class ScriptedShellHandler(_ExitSequence, ChannelHandler):
+class ScriptedShellHandler(ChannelHandler):
     """A shell that never starts a process: the banner, then the prompt; each line the
     client types (echoed back on a pty, as a terminal does) is answered from the command
     table; ``exit`` (or ``exit N``), Ctrl-D on an empty line or EOF ends it."""
@@ -1217,7 +1259,7 @@ class ScriptedShellHandler(_ExitSequence, ChannelHandler):
                 self.send(output)
             if status is not None:
                 self.pending.clear()
-                self._exit(status)
+                self.exit(status)
                 return
             self.send(_terminal_text(self.table.prompt, self.terminal))
         self.deadline = self.pending[0][0] if self.pending else None

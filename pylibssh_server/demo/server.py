@@ -5,61 +5,35 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
 import re
-import resource
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TextIO, TypeVar, Union
+from typing import Any, TextIO, TypeVar
 
 from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey
-from pylibssh_server.demo.auth import AuthChains, Kbdint, check_users
-from pylibssh_server.demo.certs import refuse_host_certificate
+from pylibssh_server.demo.auth import AuthChains, Kbdint
 from pylibssh_server.demo.client import DemoClient
 from pylibssh_server.demo.commands import CommandTable, ReplyLike
+from pylibssh_server.demo.config import DemoConfig, KeySource, loopback_only
 from pylibssh_server.demo.faults import Counter, Faults, FaultValue
 from pylibssh_server.demo.keyrules import KeyRules
-from pylibssh_server.demo.tunnels import LOOPBACK_NAMES
 
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
 T = TypeVar("T")
-KeySource = Union[SshKey, str, "os.PathLike[str]"]
 
 
-#: Host key types ``hostkey_type`` can generate (RSA at 2048 bits: generated in milliseconds).
-HOSTKEY_TYPES: dict[str, tuple[str, int | None]]
-HOSTKEY_TYPES = {"ed25519": ("ed25519", None), "ecdsa": ("ecdsa", 256), "rsa": ("rsa", 2048)}
-#: The identification line is at most 255 bytes with its ``SSH-2.0-`` and CR LF.
-MAX_SERVER_VERSION = 245
-
-#: The methods the DemoServer can authenticate with.
-_SERVED_METHODS = (AuthMethod.NONE | AuthMethod.PASSWORD | AuthMethod.PUBLICKEY
-                   | AuthMethod.INTERACTIVE)
-
-
-def _check_type(name: str, value: object, *types: type) -> None:
-    """TypeError unless ``value`` is one of ``types`` (True is an int, but never a port)."""
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, "
-                        f"not {type(value).__name__}")
-
-
-def _positive(name: str, value: int | None, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
+def _setting(name: str) -> Any:
+    """A read-only attribute of the server that is the setting ``name`` of its config."""
+    return property(lambda self: getattr(self.config, name),
+                    doc=f"``config.{name}`` (see :class:`DemoConfig`).")
 
 
 class DemoServerTimeout(TimeoutError):
@@ -158,33 +132,44 @@ class DemoServer:
             supported (see ``ignore_key_options``).
     """
 
-    max_connections: int
-    max_unauthenticated: int
-    max_fds_per_client: int
-    ignore_key_options: bool
-    host_commands: bool
-    max_remote_forwards: int
-    agent_forwarding: bool
-    requested_port: int
-    sftp_root: str | None
-    login_grace_time: float
-    max_auth_attempts: int
-    max_channels: int
-    command_env: dict[str, str]
-    _bind_options: dict[str, Any]
-    host_key: SshKey
+    #: Every setting, checked once at construction.
+    config: DemoConfig
     fingerprint: str
     port: int
-    commands: CommandTable
-    auth_methods: AuthMethod
-    allow_auth_none: bool
-    users: dict[str, str]
-    kbdint: Kbdint
-    auth_chains: AuthChains | None
-    server_version: str | None
-    faults: Faults
-    fault_counters: dict[str, Counter]
-    key_rules: KeyRules
+    max_connections: int = _setting("max_connections")
+    max_unauthenticated: int = _setting("max_unauthenticated")
+    max_fds_per_client: int = _setting("max_fds_per_client")
+    ignore_key_options: bool = _setting("ignore_key_options")
+    host_commands: bool = _setting("host_commands")
+    max_remote_forwards: int = _setting("max_remote_forwards")
+    agent_forwarding: bool = _setting("agent_forwarding")
+    requested_port: int = _setting("requested_port")
+    sftp_root: str | None = _setting("sftp_root")
+    login_grace_time: float = _setting("login_grace_time")
+    max_auth_attempts: int = _setting("max_auth_attempts")
+    max_channels: int = _setting("max_channels")
+    command_env: dict[str, str] = _setting("command_env")
+    host_key: SshKey = _setting("host_key")
+    commands: CommandTable = _setting("commands")
+    auth_methods: AuthMethod = _setting("auth_methods")
+    allow_auth_none: bool = _setting("allow_auth_none")
+    users: dict[str, str] = _setting("users")
+    kbdint: Kbdint = _setting("kbdint")
+    auth_chains: AuthChains | None = _setting("auth_chains")
+    server_version: str | None = _setting("server_version")
+    faults: Faults = _setting("faults")
+    fault_counters: dict[str, Counter] = _setting("fault_counters")
+    key_rules: KeyRules = _setting("key_rules")
+    host: str = _setting("host")
+    password: str | None = _setting("password")
+    banner: str | None = _setting("banner")
+    shell: str = _setting("shell")
+    verbose: bool = _setting("verbose")
+    log_verbosity: LogLevel | int | None = _setting("log_verbosity")
+    forward_allow: Callable[[str, int], bool] | None = _setting("forward_allow")
+    remote_forward_allow: Callable[[str, int], bool] | None = _setting("remote_forward_allow")
+    keep_clients: bool = _setting("keep_clients")
+    authorized_keys: list[SshKey] = _setting("authorized_keys")
 
     def __init__(
         self,
@@ -229,93 +214,8 @@ class DemoServer:
         trusted_user_ca_keys: Iterable[SshKey | str] | str | os.PathLike[str] | None = None,
         hostkey_cert: str | os.PathLike[str] | None = None,
     ) -> None:
-        _check_type("port", port, int)
-        _check_type("host", host, str)
-        _check_type("password", password, str, type(None))
-        _check_type("banner", banner, str, type(None))
-        self.users = check_users(users)
-        self.kbdint = self._load_kbdint(kbdint)
-        self.auth_chains = None if auth_chains is None else AuthChains(auth_chains)
-        self.banner = banner
-        self.server_version = self._check_server_version(server_version)
-        if hostkey_type is not None and (host_key is not None or
-                                         hostkey_type not in HOSTKEY_TYPES):
-            raise ValueError(f"hostkey_type must be one of {', '.join(HOSTKEY_TYPES)} (and "
-                             f"without host_key), not {hostkey_type!r}")
-        self.faults = Faults.parse(faults)
-        self.fault_counters = {name: Counter(self.faults[name])
-                               for name in ("fail-auth", "reject-connections")
-                               if name in self.faults}
-        _check_type("authorized_keys", authorized_keys, str, os.PathLike, list, tuple, set,
-                    frozenset, SshKey, Mapping)
-        if forward_allow is not None and not callable(forward_allow):
-            raise TypeError(f"forward_allow must be callable, not {type(forward_allow).__name__}")
-        if command_env is not None and not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in dict(command_env).items()):
-            raise TypeError("command_env must map str to str")
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if nofile == resource.RLIM_INFINITY:
-            nofile = 1 << 20
-        self.max_connections = _positive(
-            "max_connections", max_connections, max(8, min(1000, (nofile - 64) // 6)))
-        self.max_unauthenticated = _positive(
-            "max_unauthenticated", max_unauthenticated, max(4, self.max_connections // 2))
-        self.max_fds_per_client = _positive(
-            "max_fds_per_client", max_fds_per_client, max(16, min(1024, nofile // 8)))
-        self.ignore_key_options = bool(ignore_key_options)
-        _check_type("shell", shell, str)
-        self.shell = shell
-        self.commands = commands if isinstance(commands, CommandTable) else CommandTable(
-            commands)
-        self.host_commands = bool(host_commands)
-        if remote_forward_allow is not None and not callable(remote_forward_allow):
-            raise TypeError("remote_forward_allow must be callable")
-        self.remote_forward_allow = remote_forward_allow
-        self.max_remote_forwards = _positive("max_remote_forwards", max_remote_forwards, 16)
-        self.agent_forwarding = bool(agent_forwarding)
-        self.requested_port = int(port)
-        self.host = host
-        self.password = password
-        self.verbose = verbose
-        self.log_verbosity = log_verbosity
-        self.sftp_root = None if sftp_root is None else os.fspath(sftp_root)
-        self.login_grace_time = float(login_grace_time)
-        self.max_auth_attempts = _positive("max_auth_attempts", max_auth_attempts, 20)
-        self.max_channels = _positive("max_channels", max_channels, 1024)
-        self.forward_allow = forward_allow
-        self.command_env = dict(command_env or {})
-        self.keep_clients = keep_clients
-        self._connections = 0
-        self._bind_options = {"ciphers": ciphers, "kex": kex, "macs": macs,
-                              "hostkey_algorithms": hostkey_algorithms}
-        # keyrules: per-user keys, their options, certificate authorities.
-        self.key_rules = KeyRules.load(authorized_keys, trusted_user_ca_keys,
-                                       self.ignore_key_options)
-        self.authorized_keys: list[SshKey] = self.key_rules.plain_keys()
-        try:
-            self.auth_methods = self._resolve_auth_methods(auth_methods, allow_auth_none,
-                                                           kbdint is not None)
-            self.allow_auth_none = allow_auth_none or bool(self.auth_methods & AuthMethod.NONE)
-            self._check_chains()
-            if not self.auth_methods & _SERVED_METHODS:
-                raise ValueError(
-                    f"no usable authentication method in {self.auth_methods!r}: the "
-                    "DemoServer serves none, password, publickey and keyboard-interactive")
-            if self.auth_methods & AuthMethod.PASSWORD and password is None and \
-                    not self.users:
-                raise ValueError("password authentication is enabled but no password was "
-                                 "given (pass password=... or users=...)")
-            if self.auth_methods & AuthMethod.PUBLICKEY and not self.key_rules:
-                raise ValueError("public-key authentication is enabled but no authorized key "
-                                 "was given (pass authorized_keys=...)")
-            if self.sftp_root is not None and not os.path.isdir(self.sftp_root):
-                raise ValueError(f"sftp_root is not a directory: {self.sftp_root}")
-            if hostkey_cert is not None:
-                refuse_host_certificate(hostkey_cert)
-            self.host_key = self._load_host_key(host_key, hostkey_type)
-        except BaseException:
-            self.key_rules.close()
-            raise
+        self.config = DemoConfig.from_arguments(
+            {name: value for name, value in locals().items() if name != "self"})
         self.fingerprint = self.host_key.fingerprint()
         self.clients: list[DemoClient] = []
         self._bind: Bind | None = None
@@ -323,103 +223,25 @@ class DemoServer:
         self._lock = threading.Lock()
         self.port = self.requested_port
         self._known_hosts_dir: str | None = None
+        self._connections = 0
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"<DemoServer {self.host}:{self.port} {self.fingerprint} {state}>"
 
     # ---- configuration ------------------------------------------------------------------
-    def _resolve_auth_methods(self, methods: Any, allow_none: bool,
-                              kbdint: bool) -> AuthMethod:
-        if methods is None and self.auth_chains is not None:
-            return self.auth_chains.methods()
-        if methods is None:
-            result = AuthMethod.UNKNOWN
-            if self.password is not None or self.users:
-                result |= AuthMethod.PASSWORD
-            if kbdint:
-                result |= AuthMethod.INTERACTIVE
-            if self.key_rules:
-                result |= AuthMethod.PUBLICKEY
-            if allow_none:
-                result |= AuthMethod.NONE
-            if result == AuthMethod.UNKNOWN:
-                raise ValueError("DemoServer needs a way in: password=..., authorized_keys=..., "
-                                 "allow_auth_none=True or auth_methods=...")
-            return result
-        if isinstance(methods, str):
-            return AuthMethod.parse(methods)
-        if isinstance(methods, int):
-            return AuthMethod(methods)
-        return AuthMethod.parse(",".join(methods))
-
-    def _check_chains(self) -> None:
-        chains = self.auth_chains
-        if chains is None:
-            return
-        if self.allow_auth_none:
-            raise ValueError("auth_chains cannot be combined with auth none")
-        missing = chains.methods() & ~self.auth_methods
-        if missing:
-            raise ValueError(f"auth_chains use methods that auth_methods leaves out: "
-                             f"{AuthMethod(missing)!r}")
-
-    @staticmethod
-    def _load_kbdint(source: Any) -> Kbdint:
-        if source is None:
-            return Kbdint()
-        if isinstance(source, (str, os.PathLike)):
-            return Kbdint.from_file(source)
-        if isinstance(source, (Kbdint, Mapping)):
-            return Kbdint.from_data(source)
-        raise TypeError(f"kbdint must be a Kbdint, a mapping or a file path, not "
-                        f"{type(source).__name__}")
-
-    @staticmethod
-    def _check_server_version(text: str | None) -> str | None:
-        if text is None:
-            return None
-        _check_type("server_version", text, str)
-        if not text or len(text) > MAX_SERVER_VERSION or \
-                not all(" " <= c <= "~" for c in text) or text[0] == " ":
-            raise ValueError(f"server_version must be 1 to {MAX_SERVER_VERSION} printable "
-                             f"ASCII characters (as in 'OpenSSH_7.4'), not {text!r}")
-        return text
-
-    @staticmethod
-    def _load_host_key(source: KeySource | None, key_type: str | None) -> SshKey:
-        if source is None:
-            name, bits = HOSTKEY_TYPES[key_type or "ed25519"]
-            return SshKey.generate(name, bits)
-        if isinstance(source, SshKey):
-            return source.copy()
-        return SshKey.from_private_file(source)
-
     def forward_allowed(self, host: str, port: int) -> bool:
         """Whether a direct-tcpip request to ``host:port`` may be connected."""
-        if not 0 < port < 65536:
-            return False
-        if self.forward_allow is None:
-            return True
-        return bool(self.forward_allow(host, port))
+        return self.config.forward_allowed(host, port)
 
     def remote_forward_allowed(self, address: str, port: int) -> bool:
         """Whether a ``tcpip-forward`` request for ``address:port`` may be granted."""
-        if self.remote_forward_allow is not None:
-            return bool(self.remote_forward_allow(address, port))
-        return address in LOOPBACK_NAMES and (port == 0 or 1024 <= port < 65536)
+        return self.config.remote_forward_allowed(address, port)
 
     @staticmethod
     def loopback_only(host: str, port: int) -> bool:
         """A ready ``forward_allow`` policy: loopback addresses and ``localhost`` only."""
-        if host == "localhost":
-            return True
-        if "%" in host:
-            return False  # a scoped address: the zone could name anything
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return loopback_only(host, port)
 
     # ---- lifecycle ----------------------------------------------------------------------
     @property
@@ -434,7 +256,7 @@ class DemoServer:
                 raise RuntimeError("DemoServer is already running")
             self._bind = Bind(self.host, self.requested_port, key=self.host_key,
                               log_verbosity=self.log_verbosity, banner=self.server_version,
-                              **self._bind_options)
+                              **self.config.bind_options)
             self.port = self._bind.port
             self._listener = threading.Thread(
                 target=self._bind.listen, args=(self._serve,),
@@ -451,7 +273,7 @@ class DemoServer:
     def _serve(self, session: Session) -> None:
         with self._lock:
             self._connections += 1
-            client = DemoClient(self, session, self._connections)
+            client = DemoClient(self.config, session, self._connections)
             self.clients.append(client)
             stopping = self._bind is None or not self._bind.is_open
         rejected = self.fault_counters.get("reject-connections")
@@ -487,8 +309,7 @@ class DemoServer:
     def close(self) -> None:
         """Stop, then release the keys and remove the :attr:`known_hosts_path` file."""
         self.stop()
-        self.host_key.close()
-        self.key_rules.close()
+        self.config.close()
         directory, self._known_hosts_dir = self._known_hosts_dir, None
         if directory is not None:
             with contextlib.suppress(OSError):

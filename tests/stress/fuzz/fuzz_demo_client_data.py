@@ -12,10 +12,10 @@ The first byte of an input picks the target:
   ``localhost`` or a numeric address that ``getaddrinfo(AI_NUMERICHOST)`` either cannot use
   (so no connection is made) or resolves to loopback addresses only. ``connect_target``
   itself is not called: a host could make it resolve names or connect off the machine.
-* ``1``: a password authentication (``DemoClient._on_auth_password``): accepted exactly when
+* ``1``: a password authentication (``AuthPolicy.on_auth_password``): accepted exactly when
   password authentication is enabled and the client's bytes are the server password in UTF-8;
   a refusal counts as a failed attempt; the user name is recorded as given.
-* ``2``: environment requests (``DemoClient._on_env``): at most ``MAX_ENV_PER_CHANNEL``
+* ``2``: environment requests (``SessionChannel.on_env_request``): at most ``MAX_ENV_PER_CHANNEL``
   variables are kept per channel, each exactly as sent, and a request is refused exactly when
   the channel is full.
 
@@ -25,6 +25,7 @@ addresses just outside 127/8) and one input for each other target.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -36,9 +37,9 @@ from _common import Traps, check, instrument_module, main
 
 from pylibssh_server import AuthMethod, AuthStatus, callbacks
 from pylibssh_server._ffi import ffi
-from pylibssh_server.demo import client, server
+from pylibssh_server.demo import authpolicy, channels, client, config, server
 
-for _module in (server, client, callbacks, ipaddress):
+for _module in (server, config, client, authpolicy, channels, callbacks, ipaddress):
     instrument_module(_module)
 
 _SERVERS = {
@@ -81,18 +82,19 @@ def _forwarding(data: bytes) -> None:
               f"forward_allowed({host!r}, {port}) with policy {name}: {allowed}")
 
 
-def _new_client() -> client.DemoClient:
+def _new_client(settings: config.DemoConfig | None = None) -> client.DemoClient:
     session = types.SimpleNamespace(peer=("127.0.0.1", 50000))
-    return client.DemoClient(_SERVERS["any"], session, 1)  # type: ignore[arg-type]
+    return client.DemoClient(settings or _SERVERS["any"].config, session,  # type: ignore[arg-type]
+                             1)
 
 
 def _password(fdp: atheris.FuzzedDataProvider) -> None:
-    demo = _SERVERS["any"]
     # Made as argv makes a --password: any bytes, decoded with surrogateescape.
-    demo.password = bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24))).decode(
+    password = bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24))).decode(
         "utf-8", "surrogateescape")
-    secret = demo.password.encode("utf-8", "surrogateescape")
-    demo.auth_methods = fdp.PickValueInList(_METHODS)
+    secret = password.encode("utf-8", "surrogateescape")
+    demo = dataclasses.replace(_SERVERS["any"].config, password=password,
+                               auth_methods=fdp.PickValueInList(_METHODS))
     choice = fdp.ConsumeIntInRange(0, 3)
     if choice == 0:
         raw = secret
@@ -102,26 +104,27 @@ def _password(fdp: atheris.FuzzedDataProvider) -> None:
         raw = bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 24)))
     raw = raw.split(b"\0", 1)[0]
     user = from_c(bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))))
-    demo_client = _new_client()
-    status = demo_client._on_auth_password(None, user, from_c(raw), None)  # type: ignore[arg-type]
+    demo_client = _new_client(demo)
+    status = demo_client.auth.on_auth_password(None, user, from_c(raw),  # type: ignore[arg-type]
+                                               None)
     accept = bool(demo.auth_methods & AuthMethod.PASSWORD) and raw == secret
     check(status == (AuthStatus.SUCCESS if accept else AuthStatus.DENIED),
           f"password {raw!r} against {demo.password!r}: {status!r}")
-    check((demo_client.authenticated, demo_client._failed_auth) == (accept, int(not accept)),
+    check((demo_client.authenticated, demo_client.auth.failed) == (accept, int(not accept)),
           "authenticated/failure count do not match the answer")
     check(demo_client.user == user, f"user {demo_client.user!r} recorded for {user!r}")
 
 
 def _environment(fdp: atheris.FuzzedDataProvider) -> None:
     demo_client = _new_client()
-    state = client._SessionChannel(None)  # type: ignore[arg-type]
-    requests = fdp.ConsumeIntInRange(0, client.MAX_ENV_PER_CHANNEL + 50)
+    state = channels.SessionChannel(demo_client, None)  # type: ignore[arg-type]
+    requests = fdp.ConsumeIntInRange(0, channels.MAX_ENV_PER_CHANNEL + 50)
     sent: dict[str, str] = {}
     for number in range(requests):
         name = from_c(bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 6)))) or f"V{number}"
         value = from_c(bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 6))))
-        full = len(state.env) >= client.MAX_ENV_PER_CHANNEL
-        accepted = demo_client._on_env(state, name, value)
+        full = len(state.env) >= channels.MAX_ENV_PER_CHANNEL
+        accepted = state.on_env_request(None, None, name, value, None)  # type: ignore[arg-type]
         check(accepted is not full, f"env request {number} with {len(state.env)} set: {accepted}")
         if accepted:
             sent[name] = value

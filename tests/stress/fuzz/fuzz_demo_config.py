@@ -12,7 +12,7 @@ The first byte of an input picks the target:
   ``Faults.parse`` either refuses with ValueError or gives values inside the documented
   ranges; ``AuthChains`` either refuses or offers, after every prefix of a chain, that
   chain's next method, and calls exactly its chains complete.
-* ``3``: a sequence of authentication results against ``DemoClient._auth_result`` with two
+* ``3``: a sequence of authentication results against ``AuthPolicy.result`` with two
   chains: the client is authenticated exactly when one user passed every method of one chain
   in order (a model written here), every step before is a partial success, and the methods
   the client is told are left are those the model expects.
@@ -30,9 +30,9 @@ import atheris
 from _common import Traps, check, instrument_module, main
 
 from pylibssh_server import AuthMethod, AuthStatus
-from pylibssh_server.demo import auth, client, commands, faults, server
+from pylibssh_server.demo import auth, authpolicy, client, commands, faults, server
 
-for _module in (auth, faults, commands, client):
+for _module in (auth, faults, commands, client, authpolicy):
     instrument_module(_module)
 
 _TRAPS = Traps("pylibssh_server")
@@ -109,7 +109,7 @@ def _chain_results(fdp: atheris.FuzzedDataProvider) -> None:
     told: list[int] = []
     session = types.SimpleNamespace(peer=("127.0.0.1", 50000), set_auth_methods=told.append,
                                     disconnect=lambda: None)
-    demo_client = client.DemoClient(_CHAIN_SERVER, session, 1)  # type: ignore[arg-type]
+    demo_client = client.DemoClient(_CHAIN_SERVER.config, session, 1)  # type: ignore[arg-type]
     chains = [tuple(c.split(",")) for c in _CHAINS]
     passed: list[str] = []
     model_user: str | None = None
@@ -117,7 +117,7 @@ def _chain_results(fdp: atheris.FuzzedDataProvider) -> None:
         user = fdp.PickValueInList(["alice", "bob"])
         method = fdp.PickValueInList(_METHODS)
         ok = fdp.ConsumeBool()
-        offered = demo_client._method_allowed(method, user)
+        offered = demo_client.auth.method_allowed(method, user)
         expect_passed = passed if user == model_user else []
         check(offered == any(len(c) > len(expect_passed) and
                              c[:len(expect_passed)] == tuple(expect_passed) and
@@ -126,7 +126,7 @@ def _chain_results(fdp: atheris.FuzzedDataProvider) -> None:
         if not offered:
             continue  # the hooks deny a method that is not offered before asking here
         told.clear()
-        status = demo_client._auth_result(ok, user, method)
+        status = demo_client.auth.result(ok, user, method)
         if not ok:
             check(status == AuthStatus.DENIED, f"a failed check gave {status!r}")
             continue
