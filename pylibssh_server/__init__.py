@@ -7,6 +7,8 @@ The classes follow LibSSH.jl: :class:`Bind` listens and accepts, each client is 
 :class:`SshChannel`.  Host and user keys are :class:`SshKey`.
 """
 
+# Registers the extern "Python" trampolines libssh calls (and is imported by nothing else).
+from pylibssh_server import _trampolines  # noqa: F401
 from pylibssh_server._ffi import features, header_version, libssh_version, set_log_level
 from pylibssh_server.bind import Bind, listen
 from pylibssh_server.callbacks import ChannelCallbacks, ServerCallbacks

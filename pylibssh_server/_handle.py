@@ -5,113 +5,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, Union
 
+from pylibssh_server._driver import HandoffLock
 from pylibssh_server._ffi import ffi
 
-__all__ = ["Handle", "HandoffLock"]
-
-
-#: Guards the waits-for graph below and every HandoffLock's waiter count.
-_graph_lock = threading.Lock()
-#: Thread ident -> the HandoffLock that thread is blocked on.
-_waiting: dict[int, HandoffLock] = {}
-
-
-class HandoffLock:
-    """A re-entrant lock whose holder can be asked to hand it over (a session's lock).
-
-    The thread driving a session holds its lock for the whole ``ssh_event_dopoll`` wait, so
-    with a plain ``RLock`` a ``channel.write()`` from another thread waits for the client to
-    send something (forever if it is idle), and a polling loop re-takes the lock ahead of
-    waiting threads round after round.  Here a thread that finds the lock taken counts itself
-    as a waiter and calls ``wake`` (which ends the wait in ``dopoll``); the driving loop calls
-    :meth:`let_waiters_in` before its next round.
-
-    Callbacks run with their session's lock held, so two sessions' hooks that each wait for
-    the other's session would deadlock.  Output and teardown calls avoid that by posting
-    (``Session._lock_or_post``); for anything else, a thread whose wait would close a cycle
-    of threads waiting for each other's locks gets ``RuntimeError`` instead of waiting.
-    """
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self._lock = threading.RLock()
-        self._wake = wake
-        self._owner: int | None = None  # the holding thread (maintained under _lock)
-        self._count = 0
-        self._waiters = 0
-        self._no_waiters = threading.Event()
-        self._no_waiters.set()
-
-    @property
-    def waiters(self) -> int:
-        """Threads blocked in :meth:`acquire` right now."""
-        return self._waiters
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """As ``RLock.acquire``; while waiting, asks the holder to hand the lock over."""
-        if not self._lock.acquire(False) and (not blocking or not self._wait(timeout)):
-            return False
-        self._count += 1
-        if self._count == 1:
-            self._owner = threading.get_ident()
-        return True
-
-    def _wait(self, timeout: float) -> bool:
-        me = threading.get_ident()
-        with _graph_lock:
-            if self._closes_cycle(me):
-                raise RuntimeError(
-                    "waiting for this session would deadlock: its thread waits for a session "
-                    "this thread holds (a call from inside another session's callback)")
-            _waiting[me] = self
-            self._waiters += 1
-            self._no_waiters.clear()
-        try:
-            self._wake()
-            return self._lock.acquire(True, timeout)
-        finally:
-            with _graph_lock:
-                del _waiting[me]
-                self._waiters -= 1
-                if not self._waiters:
-                    self._no_waiters.set()
-
-    def _closes_cycle(self, me: int) -> bool:
-        """True if this lock's holder is (through other holders) waiting for ``me``."""
-        owner = self._owner
-        for _ in range(len(_waiting) + 1):
-            if owner is None:
-                return False
-            if owner == me:
-                return True
-            lock = _waiting.get(owner)
-            if lock is None:
-                return False
-            owner = lock._owner
-        return False
-
-    def release(self) -> None:
-        """As ``RLock.release``."""
-        self._count -= 1
-        if not self._count:
-            self._owner = None
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def let_waiters_in(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the threads now waiting have had the lock.
-
-        A no-op for a thread that holds the lock itself (a nested call from a callback).
-        """
-        if self._waiters and self._owner != threading.get_ident():
-            self._no_waiters.wait(timeout)
+__all__ = ["Handle", "Lock"]
 
 
 Lock = Union["threading.RLock", HandoffLock]
@@ -141,6 +40,11 @@ class Handle:
         if ptr is None or ptr == ffi.NULL:
             raise ValueError(f"{self._kind} is closed")
         return ptr
+
+    def _holds(self, ptr: Any) -> bool:
+        """True while this object holds exactly ``ptr`` (compared, never dereferenced: a child
+        asking whether its parent still has the C object it was made for)."""
+        return self._ptr is not None and self._ptr == ptr
 
     @property
     def closed(self) -> bool:

@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pylibssh_server._binding import ChannelTable, RemoteState
 from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle
-from pylibssh_server.errors import LibSSHError, get_error
+from pylibssh_server.errors import LibSSHError, check_ptr, check_rc, get_error
 
 if TYPE_CHECKING:
-    from pylibssh_server.callbacks import ChannelCallbacks
     from pylibssh_server.pipe import ChannelPump, ChannelSink
     from pylibssh_server.session import Session
 
@@ -31,26 +32,139 @@ def _postable(check: Callable[[Any], Any] | None = None,
               returns: Callable[..., Any] | None = None) -> Callable[[F], F]:
     """For SshChannel's output and teardown calls: from inside another session's callback
     they do not wait for this channel's session (whose driving thread may be waiting for the
-    caller's session): ``Session._lock_or_post`` posts them to its driving thread.  Before
+    caller's session): ``Driver.call_or_post`` posts them to its driving thread.  Before
     posting, ``check(channel)`` raises what the call would (ValueError once closed); a posted
     call returns ``returns(*args)``."""
     def decorate(method: F) -> F:
         @functools.wraps(method)
         def call(self: SshChannel, *args: Any, **kwargs: Any) -> Any:
-            session = self._session
-            if not session._posted and session._in_callback():
+            driver = self._driver
+            if not driver.has_queued and driver.in_callback():
                 # The hot path (an fd handler pumping output, a hook replying): this thread
                 # is inside this session's libssh call, so it holds the lock and nothing was
-                # posted before; _lock_or_post would only run the method.
+                # queued before; call_or_post would only run the method.
                 return method(self, *args, **kwargs)
             done: list[Any] = []
-            if session._lock_or_post(
+            if driver.call_or_post(
                     lambda: done.append(method(self, *args, **kwargs)),
                     None if check is None else lambda: check(self)):
                 return done[0]
             return None if returns is None else returns(*args, **kwargs)
         return call  # type: ignore[return-value]
     return decorate
+
+
+class _Phase(enum.Enum):
+    """Where a channel is in its life, from this side (the peer's EOF and CLOSE are in its
+    ``RemoteState``; an open this server started is ``_open_call``)."""
+
+    OPEN = "open"
+    #: ``send_eof()`` queued EOF: no more writes.
+    EOF_QUEUED = "eof queued"
+    #: ``close()``/``abort()`` queued CLOSE: every user call is refused.
+    CLOSING = "closing"
+    #: CLOSE sent; the channel waits for the peer's CLOSE to be freed.
+    CLOSE_SENT = "close sent"
+    #: Freed here, or by libssh with its session: the pointer is gone.
+    FREED = "freed"
+
+
+# ---- queued output: each item sends itself ------------------------------------------------
+class _Data:
+    """Channel data (stdout, or stderr as extended data) not yet taken by libssh."""
+
+    __slots__ = ("stderr", "view")
+
+    def __init__(self, view: memoryview, stderr: bool) -> None:
+        self.view = view
+        self.stderr = stderr
+
+    def send(self, channel: SshChannel, ptr: Any) -> bool:
+        """Send what the window (and the session's output budget) allows; True when all is
+        gone."""
+        driver = channel._driver
+        sptr = channel.session._c
+        write = lib.ssh_channel_write_stderr if self.stderr else lib.ssh_channel_write
+        while self.view:
+            value = self.view
+            if driver.blocking:
+                # libssh waits for window space itself (bounded by the session timeout).
+                chunk = value
+            else:
+                # libssh queues every packet in its output buffer whether or not the socket
+                # takes it: a peer with a huge window that stops reading would grow that
+                # buffer without bound.  Hand it more only while what we gave it since it
+                # was last empty stays under a limit.
+                if lib.ssh_get_poll_flags(sptr) & lib.SSH_WRITE_PENDING:
+                    if driver.out_unflushed >= _OUT_BUFFER_LIMIT:
+                        return False
+                else:
+                    driver.out_unflushed = 0
+                window = lib.ssh_channel_window_size(ptr)
+                if window == 0:
+                    return False
+                chunk = value[: min(len(value), window, 1 << 20)]
+            n = write(ptr, ffi.from_buffer(chunk), len(chunk))
+            if n < 0:
+                channel._write_failed(get_error(sptr) or f"rc={n}")
+                return False
+            channel._pending -= n
+            driver.out_unflushed += n
+            self.view = value[n:]
+            if n == 0:
+                return False
+        return True
+
+
+class _Eof:
+    """EOF after the output queued before it (``ssh_channel_send_eof``)."""
+
+    __slots__ = ()
+
+    def send(self, channel: SshChannel, ptr: Any) -> bool:
+        lib.ssh_channel_send_eof(ptr)
+        return True
+
+
+class _ExitStatus:
+    """"exit-status" (``ssh_channel_request_send_exit_status``)."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def send(self, channel: SshChannel, ptr: Any) -> bool:
+        lib.ssh_channel_request_send_exit_status(ptr, self.status)
+        return True
+
+
+class _ExitSignal:
+    """"exit-signal" (``ssh_channel_request_send_exit_signal``)."""
+
+    __slots__ = ("core", "errmsg", "lang", "signal")
+
+    def __init__(self, signal: str, core: bool, errmsg: str, lang: str) -> None:
+        self.signal, self.core, self.errmsg, self.lang = signal, core, errmsg, lang
+
+    def send(self, channel: SshChannel, ptr: Any) -> bool:
+        lib.ssh_channel_request_send_exit_signal(
+            ptr, self.signal.encode(), 1 if self.core else 0, self.errmsg.encode(),
+            self.lang.encode())
+        return True
+
+
+class _Close:
+    """CLOSE after everything before it; the channel is freed once the peer's CLOSE is in."""
+
+    __slots__ = ()
+
+    def send(self, channel: SshChannel, ptr: Any) -> bool:
+        channel._send_close(ptr, self)
+        return False
+
+
+_OutputItem = Any  # one of the classes above
 
 
 class SshChannel(Handle):
@@ -70,37 +184,49 @@ class SshChannel(Handle):
     _kind = "SshChannel"
 
     def __init__(self, session: Session, ptr: Any = None, *, owning: bool = True) -> None:
-        with session._lock:
+        driver = session._driver
+        with driver.lock:
             if ptr is None:
-                ptr = lib.ssh_channel_new(session._c)
-                if ptr == ffi.NULL:
-                    raise LibSSHError(f"ssh_channel_new returned NULL: {get_error(session._c)}",
-                                      function="ssh_channel_new")
-            super().__init__(ptr, owning=owning, lock=session._lock)
+                sptr = session._c
+                ptr = check_ptr(lib.ssh_channel_new(sptr), "ssh_channel_new", sptr)
+            super().__init__(ptr, owning=owning, lock=driver.lock)
+            self._driver = driver
             self._session = session
-            self._callbacks: ChannelCallbacks | None = None
-            self._queue: deque[tuple[str, Any]] = deque()
+            self._callbacks: ChannelTable | None = None
+            self._callbacks_struct: Any = None
+            self._queue: deque[_OutputItem] = deque()
             self._pending = 0
-            self._closing = False
-            self._close_sent = False
-            self._flushing = False
-            self._eof_queued = False
-            self._remote_eof = False
-            self._remote_closed = False
+            self._phase = _Phase.OPEN
+            self._remote = RemoteState()
+            self._flushing = False  # re-entrancy guard of _flush
             self.write_error: str | None = None
             # A channel this server opens: the libssh call that completes the open, repeated
             # until the peer confirms or refuses (None: no open in progress).
-            self._opening: Callable[[Any], int] | None = None
+            self._open_call: Callable[[Any], int] | None = None
             self.open_error: str | None = None
             self._pipes: list[ChannelSink | ChannelPump] = []
-            session._register_channel(self)
+            driver.channels.append(self)
 
     # ---- helpers ------------------------------------------------------------------------
+    @property
+    def _closing(self) -> bool:
+        """True once a close was queued (or the channel is gone): user calls are refused."""
+        return self._phase in (_Phase.CLOSING, _Phase.CLOSE_SENT, _Phase.FREED)
+
     def _live(self) -> Any:
         """The pointer for a user call: refuses a closed or closing channel."""
         if self._closing or self._ptr is None:
             raise ValueError("SshChannel is closed")
         return self._ptr
+
+    @property
+    def _c(self) -> Any:
+        return self._live()
+
+    def _write_failed(self, error: str) -> None:
+        self.write_error = error
+        self._pending = 0
+        self._queue.clear()
 
     @property
     def session(self) -> Session:
@@ -113,19 +239,19 @@ class SshChannel(Handle):
         return self._closing or self._ptr is None
 
     # ---- callbacks ----------------------------------------------------------------------
-    def set_callbacks(self, callbacks: ChannelCallbacks) -> None:
-        """Attach ``callbacks`` (``ssh_set_channel_callbacks``); the channel keeps them alive
-        until it is freed (they are removed with ``ssh_remove_channel_callbacks`` first)."""
+    def set_callbacks(self, callbacks: ChannelTable) -> None:
+        """Attach ``callbacks``, a :class:`~pylibssh_server.ChannelCallbacks`
+        (``ssh_set_channel_callbacks``); the channel keeps them alive until it is freed (they
+        are removed with ``ssh_remove_channel_callbacks`` first)."""
         with self._lock:
             ptr = self._live()
             if self._callbacks is not None:
                 raise ValueError("this SshChannel already has callbacks")
-            callbacks._attach(self)
-            rc = lib.ssh_set_channel_callbacks(ptr, callbacks._struct)
-            if rc != lib.SSH_OK:
-                raise LibSSHError("ssh_set_channel_callbacks failed",
-                                  function="ssh_set_channel_callbacks", code=rc)
+            struct = callbacks._attach(self, self._session, self._driver, self._remote)
+            check_rc(lib.ssh_set_channel_callbacks(ptr, struct), None,
+                     "ssh_set_channel_callbacks")
             self._callbacks = callbacks
+            self._callbacks_struct = struct
             self._sync_data_hook()
 
     # ---- fd pipes (pipe.py) -------------------------------------------------------------
@@ -200,10 +326,7 @@ class SshChannel(Handle):
         callbacks = self._callbacks
         if callbacks is None:
             return
-        sinking = any(isinstance(p, ChannelSink) for p in self._pipes)
-        on = callbacks.hooks["on_data"] is not None and not sinking
-        callbacks._struct.channel_data_function = \
-            lib._channel_data_function_cb if on else ffi.NULL
+        callbacks._route_data(not any(isinstance(p, ChannelSink) for p in self._pipes))
 
     def _close_pumps(self) -> None:
         from pylibssh_server.pipe import ChannelPump
@@ -233,13 +356,14 @@ class SshChannel(Handle):
         """
         with self._lock:
             self._live()
-            if self._eof_queued:
+            if self._phase is _Phase.EOF_QUEUED:
                 raise ValueError("cannot write to an SshChannel after send_eof()")
             if self.write_error is not None:
+                # The failure was libssh's, at an earlier flush: say so again, naming it.
                 raise LibSSHError(f"channel write failed earlier: {self.write_error}",
                                   function="ssh_channel_write")
             if data:
-                self._queue.append(("stderr" if stderr else "data", memoryview(bytes(data))))
+                self._queue.append(_Data(memoryview(bytes(data)), stderr))
                 self._pending += len(data)
                 self._flush()
             return len(data)
@@ -255,9 +379,9 @@ class SshChannel(Handle):
         with self._lock:
             self._live()
             self._close_pumps()  # nothing may follow the EOF
-            if not self._eof_queued:
-                self._eof_queued = True
-                self._queue.append(("eof", None))
+            if self._phase is _Phase.OPEN:
+                self._phase = _Phase.EOF_QUEUED
+                self._queue.append(_Eof())
                 self._flush()
 
     @_postable(check=lambda channel: channel._live())
@@ -266,7 +390,7 @@ class SshChannel(Handle):
         (``ssh_channel_request_send_exit_status``)."""
         with self._lock:
             self._live()
-            self._queue.append(("exit_status", int(status)))
+            self._queue.append(_ExitStatus(int(status)))
             self._flush()
 
     @_postable(check=lambda channel: channel._live())
@@ -279,92 +403,30 @@ class SshChannel(Handle):
             signal = signal[3:]
         with self._lock:
             self._live()
-            self._queue.append(("exit_signal", (signal, core, errmsg, lang)))
+            self._queue.append(_ExitSignal(signal, core, errmsg, lang))
             self._flush()
 
     def _flush(self) -> None:
         """Send queued items in order while libssh takes them (session lock held)."""
         ptr = self._ptr
-        if ptr is None or self._flushing:
+        if ptr is None or self._flushing or self._open_call is not None:
+            # Still opening: output waits for the peer's confirmation.
             return
         # ssh_channel_write flushes through a nested poll that can run our fd handlers, which
         # write to this channel again: they only queue, the outer loop sends in order.
         # Not only writes poll: send_eof/close flush through ssh_blocking_flush, which
         # dispatches incoming packets, so callbacks (another channel's close, say) can run
-        # inside any of these calls and must see the session as busy.
-        session = self._session
+        # inside any of these calls and must see the session as busy.  Deferred work and
+        # re-raising belong to the enclosing driving call (or the next one when write() is
+        # called outside a poll).
         self._flushing = True
-        session._enter()
         try:
-            self._flush_queue(ptr)
+            with self._driver.marked():
+                queue = self._queue
+                while queue and queue[0].send(self, ptr):
+                    queue.popleft()
         finally:
-            # Bookkeeping only: deferred work and re-raising belong to the enclosing
-            # driving call (or the next one when write() is called outside a poll).
-            session._leave()
             self._flushing = False
-
-    def _flush_queue(self, ptr: Any) -> None:
-        session = self._session
-        queue = self._queue
-        if self._opening is not None:
-            return  # still opening: output waits for the peer's confirmation
-        while queue:
-            kind, value = queue[0]
-            if kind in ("data", "stderr"):
-                if session._blocking:
-                    # libssh waits for window space itself (bounded by the session timeout).
-                    chunk = value
-                else:
-                    # libssh queues every packet in its output buffer whether or not the
-                    # socket takes it: a peer with a huge window that stops reading would
-                    # grow that buffer without bound.  Hand it more only while what we gave
-                    # it since it was last empty stays under a limit.
-                    if lib.ssh_get_poll_flags(session._ptr) & lib.SSH_WRITE_PENDING:
-                        if session._out_unflushed >= _OUT_BUFFER_LIMIT:
-                            return
-                    else:
-                        session._out_unflushed = 0
-                    window = lib.ssh_channel_window_size(ptr)
-                    if window == 0:
-                        return
-                    chunk = value[: min(len(value), window, 1 << 20)]
-                if kind == "data":
-                    n = lib.ssh_channel_write(ptr, ffi.from_buffer(chunk), len(chunk))
-                else:
-                    n = lib.ssh_channel_write_stderr(ptr, ffi.from_buffer(chunk), len(chunk))
-                if n < 0:
-                    self.write_error = get_error(session._ptr) or f"rc={n}"
-                    self._pending = 0
-                    queue.clear()
-                    return
-                self._pending -= n
-                session._out_unflushed += n
-                if n < len(value):
-                    queue[0] = (kind, value[n:])
-                    if n == 0:
-                        return
-                    continue
-            elif kind == "eof":
-                lib.ssh_channel_send_eof(ptr)
-            elif kind == "exit_status":
-                lib.ssh_channel_request_send_exit_status(ptr, value)
-            elif kind == "exit_signal":
-                signal, core, errmsg, lang = value
-                lib.ssh_channel_request_send_exit_signal(
-                    ptr, signal.encode(), 1 if core else 0, errmsg.encode(), lang.encode())
-            elif kind == "close":
-                queue.clear()
-                if not self._close_sent:
-                    self._close_sent = True
-                    lib.ssh_channel_close(ptr)
-                # Keep the callbacks until the peer's CLOSE arrives (on_close still fires);
-                # then libssh frees the channel at once.  The session frees stragglers.
-                if self._remote_closed or self._callbacks is None:
-                    self._free_now()
-                else:
-                    queue.append(("close", None))
-                return
-            queue.popleft()
 
     # ---- channels this server opens -----------------------------------------------------
     def open_forwarded_tcpip(self, address: str, port: int, originator: str,
@@ -393,10 +455,10 @@ class SshChannel(Handle):
     def _start_open(self, call: Callable[[Any], int]) -> bool | None:
         with self._lock:
             self._live()
-            if self._opening is not None or self.open_error is not None or \
+            if self._open_call is not None or self.open_error is not None or \
                     lib.ssh_channel_is_open(self._ptr):
                 raise ValueError("this SshChannel is already open or opening")
-            self._opening = call
+            self._open_call = call
             return self.poll_open()
 
     def poll_open(self) -> bool | None:
@@ -411,26 +473,23 @@ class SshChannel(Handle):
         held until the open is confirmed.
         """
         with self._lock:
-            call = self._opening
+            call = self._open_call
             if call is None:
                 if self.open_error is not None:
                     return False
                 if self._ptr is None:
                     raise ValueError("SshChannel is closed")
                 return True
-            ptr = self._live() if not self._closing else self._ptr
+            ptr = self._ptr  # a channel closed while opening still learns the answer
             if ptr is None:
                 raise ValueError("SshChannel is closed")
-            session = self._session
-            session._enter()
-            try:
+            sptr = self._session._c
+            with self._driver.driving():
                 rc = call(ptr)
-                error = get_error(session._ptr) if rc == lib.SSH_ERROR else ""
-            finally:
-                session._exit()
+                error = get_error(sptr) if rc == lib.SSH_ERROR else ""
             if rc == lib.SSH_AGAIN:
                 return None
-            self._opening = None
+            self._open_call = None
             if rc == lib.SSH_OK:
                 self._flush()
                 return True
@@ -442,31 +501,30 @@ class SshChannel(Handle):
         """Free a channel the peer refused.  No EOF or CLOSE may be sent: it has no remote
         channel number (libssh would address the peer's channel 0)."""
         ptr, self._ptr = self._ptr, None
-        self._closing = True
+        self._phase = _Phase.FREED
         self._queue.clear()
         self._pending = 0
         if ptr is None:
             return
-        if self._session._in_callback():
+        if self._driver.in_callback():
             # Not inside a dispatch: keep the pointer for the session's teardown.
-            self._session._defer(lambda: self._release_unopened(ptr))
+            self._driver.defer(lambda: self._release_unopened(ptr))
         else:
             self._release_unopened(ptr)
 
     def _release_unopened(self, ptr: Any) -> None:
         for pipe in list(self._pipes):
             pipe._before_free(ptr)
-        if self._callbacks is not None:
-            lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
-            self._callbacks = None
-        if self._session._ptr is not None:
+        self._remove_callbacks(ptr)
+        self._callbacks = None
+        if not self._session.closed:
             lib.ssh_channel_free(ptr)  # frees without CLOSE: the channel is not OPEN
-        self._session._forget_channel(self)
+        self._forget()
 
     @property
     def opening(self) -> bool:
         """True while an open started here waits for the client's answer."""
-        return self._opening is not None
+        return self._open_call is not None
 
     # ---- input --------------------------------------------------------------------------
     def poll(self, stderr: bool = False) -> int:
@@ -474,19 +532,14 @@ class SshChannel(Handle):
 
         Polls the session (callbacks may run) only when nothing is buffered.
         """
-        session = self._session
         with self._lock:
             ptr = self._live()
-            session._enter()
-            try:
+            with self._driver.driving():
                 n = lib.ssh_channel_poll(ptr, 1 if stderr else 0)
-            finally:
-                session._exit()
         if n == lib.SSH_EOF:
             return -1
         if n < 0:
-            raise LibSSHError(f"ssh_channel_poll failed (rc={n})", function="ssh_channel_poll",
-                              code=n)
+            check_rc(n, None, "ssh_channel_poll")
         return int(n)
 
     def read_nonblocking(self, size: int = _READ_CHUNK, stderr: bool = False) -> bytes:
@@ -500,20 +553,15 @@ class SshChannel(Handle):
         window per read.  To drain a backlog without letting it grow, read all of it.
         """
         buf = ffi.new("char[]", size)
-        session = self._session
         with self._lock:
             ptr = self._live()
-            session._enter()
-            try:
+            with self._driver.driving():
                 n = lib.ssh_channel_read_nonblocking(ptr, buf, size, 1 if stderr else 0)
-            finally:
-                session._exit()
         if n == lib.SSH_EOF:
-            self._remote_eof = True
+            self._remote.eof = True
             return b""
         if n < 0:
-            raise LibSSHError(f"ssh_channel_read_nonblocking failed (rc={n})",
-                              function="ssh_channel_read_nonblocking", code=n)
+            check_rc(n, None, "ssh_channel_read_nonblocking")
         return ffi.buffer(buf, n)[:]
 
     # ---- state --------------------------------------------------------------------------
@@ -531,12 +579,12 @@ class SshChannel(Handle):
         with self._lock:
             if self._ptr is None:
                 return True
-            return self._remote_eof or bool(lib.ssh_channel_is_eof(self._ptr))
+            return self._remote.eof or bool(lib.ssh_channel_is_eof(self._ptr))
 
     @property
     def remote_closed(self) -> bool:
         """True once the peer sent CHANNEL_CLOSE."""
-        return self._remote_closed
+        return self._remote.closed
 
     @property
     def window_size(self) -> int:
@@ -559,9 +607,9 @@ class SshChannel(Handle):
             if self._closing or self._ptr is None:
                 return
             self._close_pipes()  # no fd is written or read for a closing channel
-            self._closing = True
-            self._queue.append(("close", None))
-            if self._session._in_callback():
+            self._phase = _Phase.CLOSING
+            self._queue.append(_Close())
+            if self._driver.in_callback():
                 # Freeing now would pull the callback list from under libssh's dispatcher.
                 return
             self._flush()
@@ -579,47 +627,62 @@ class SshChannel(Handle):
             self._close_pipes()
             self._queue.clear()
             self._pending = 0
-            self._closing = True
-            self._queue.append(("close", None))
-            if not self._session._in_callback():
+            if self._phase is not _Phase.CLOSE_SENT:
+                self._phase = _Phase.CLOSING
+            self._queue.append(_Close())
+            if not self._driver.in_callback():
                 self._flush()
-
-    def _defer_close(self) -> None:
-        self._session._defer(self.abort)
 
     def _free_now(self) -> None:
         ptr, self._ptr = self._ptr, None
         if ptr is None:
             return
-        self._closing = True
+        self._phase = _Phase.FREED
         for pipe in list(self._pipes):
             pipe._before_free(ptr)
-        if self._callbacks is not None:
-            lib.ssh_remove_channel_callbacks(ptr, self._callbacks._struct)
-        session = self._session
-        session._enter()  # both calls flush, and so may dispatch other channels' callbacks
-        try:
+        self._remove_callbacks(ptr)
+        # Both calls flush, and so may dispatch other channels' callbacks.
+        with self._driver.marked():
             lib.ssh_channel_close(ptr)
             lib.ssh_channel_free(ptr)
-        finally:
-            session._leave()
-        self._session._forget_channel(self)
+        self._forget()
         # libssh 0.10 keeps a freed channel (without our callbacks) until the peer's CLOSE;
         # the struct itself was unlinked above, so it can go.
         self._callbacks = None
 
+    def _send_close(self, ptr: Any, item: _Close) -> None:
+        """CLOSE (once), then free the channel or wait for the peer's CLOSE (lock held)."""
+        self._queue.clear()
+        if self._phase is not _Phase.CLOSE_SENT:
+            self._phase = _Phase.CLOSE_SENT
+            lib.ssh_channel_close(ptr)
+        # Keep the callbacks until the peer's CLOSE arrives (on_close still fires); then
+        # libssh frees the channel at once.  The session frees stragglers.
+        if self._remote.closed or self._callbacks is None:
+            self._free_now()
+        else:
+            self._queue.append(item)
+
+    def _remove_callbacks(self, ptr: Any) -> None:
+        """Unlink our callback struct before the channel is freed (lock held)."""
+        if self._callbacks is not None:
+            lib.ssh_remove_channel_callbacks(ptr, self._callbacks_struct)
+
+    def _forget(self) -> None:
+        try:
+            self._driver.channels.remove(self)
+        except ValueError:
+            pass
+
     def _session_gone(self) -> None:
         """The session is about to free every channel: forget the pointer."""
         self._ptr = None
-        self._closing = True
+        self._phase = _Phase.FREED
         self._queue.clear()
         self._pending = 0
         for pipe in self._pipes:
             pipe._session_gone()
         self._pipes.clear()
-
-    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
-        raise AssertionError
 
     def __del__(self) -> None:
         # Channels belong to their session, which frees them; no ResourceWarning here.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle
-from pylibssh_server.errors import LibSSHError
+from pylibssh_server.errors import LibSSHError, check_ptr, check_rc
 
 if TYPE_CHECKING:
     from pylibssh_server.session import Session
@@ -26,6 +26,17 @@ _CONNECTED = lib.PYLIBSSH_SESSION_CONNECTED
 _FATAL = lib.PYLIBSSH_SESSION_FATAL
 
 
+class _FdOp:
+    """A change to libssh's poll array, applied at once or when ``dopoll`` returns."""
+
+    __slots__ = ("add", "events", "registration")
+
+    def __init__(self, add: bool, registration: _FdRegistration, events: int) -> None:
+        self.add = add
+        self.registration = registration
+        self.events = events
+
+
 class _FdRegistration:
     """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
 
@@ -40,17 +51,10 @@ class _FdRegistration:
         self.callback, self.userdata = native or (lib._event_fd_cb, self.handle)
 
     def fire(self, fd: int, revents: int) -> None:
+        """Run the handler (from the C trampoline), under the exception protocol."""
         if not self.active or self.handler is None:
             return
-        event = self.event
-        session = event._session
-        try:
-            self.handler(fd, revents)
-        except BaseException as exc:
-            if session is not None:
-                session._record_exception(exc, f"fd handler for {fd}")
-        if session is not None and session._pending_exc is not None:
-            event._stop[0] = 1  # end the batch of rounds: the exception goes up now
+        self.event._driver.call("fd handler", None, self.handler, fd, revents)
 
 
 class SessionEvent(Handle):
@@ -72,38 +76,38 @@ class SessionEvent(Handle):
     max_rounds = 64
 
     def __init__(self, session: Session) -> None:
-        with session._lock:
+        driver = session._driver
+        with driver.lock:
             sptr = session._c
-            if session._event is not None:
+            if driver.event is not None:
                 raise ValueError("this Session already has a SessionEvent")
-            ptr = lib.ssh_event_new()
-            if ptr == ffi.NULL:
-                raise LibSSHError("ssh_event_new returned NULL", function="ssh_event_new")
-            super().__init__(ptr, lock=session._lock)
+            ptr = check_ptr(lib.ssh_event_new(), "ssh_event_new")
+            super().__init__(ptr, lock=driver.lock)
+            self._driver = driver
             self._session: Session | None = session
             self._fds: dict[int, _FdRegistration] = {}  # what the caller asked for
             self._in_c: dict[int, _FdRegistration] = {}  # what libssh holds
-            self._ops: list[tuple[str, _FdRegistration, int]] = []
-            # Set by a callback to end dopoll's batch of rounds (read by the C loop).
-            # [0]: end the batch; [1]: the C fd pipes moved bytes (pylibssh_event_dopoll_batch).
-            self._stop = ffi.new("int[2]")
-            wake = _FdRegistration(self, session._wake_r, self._woken)
-            if lib.ssh_event_add_fd(ptr, session._wake_r, POLLIN, lib._event_fd_cb,
-                                    wake.handle) != lib.SSH_OK:
+            self._ops: list[_FdOp] = []
+            wake = _FdRegistration(self, driver.wake_r, self._woken)
+            try:
+                check_rc(lib.ssh_event_add_fd(ptr, driver.wake_r, POLLIN, lib._event_fd_cb,
+                                              wake.handle), None,
+                         "ssh_event_add_fd(the wake-up pipe)")
+            except LibSSHError:
                 lib.ssh_event_free(ptr)
                 self._ptr = None
-                raise LibSSHError("ssh_event_add_fd failed for the wake-up pipe",
-                                  function="ssh_event_add_fd")
+                raise
             self._wake = wake
-            if lib.ssh_event_add_session(ptr, sptr) != lib.SSH_OK:
-                lib.ssh_event_remove_fd(ptr, session._wake_r)
+            rc = lib.ssh_event_add_session(ptr, sptr)
+            if rc != lib.SSH_OK:
+                lib.ssh_event_remove_fd(ptr, driver.wake_r)
                 lib.ssh_event_free(ptr)
                 self._ptr = None
                 raise LibSSHError(
                     "ssh_event_add_session failed: call session.handle_key_exchange() first "
                     "(libssh has no poll context for a session before its key exchange starts)",
-                    function="ssh_event_add_session")
-            session._event = self
+                    function="ssh_event_add_session", code=rc)
+            driver.event = self
 
     @property
     def session(self) -> Session | None:
@@ -111,13 +115,13 @@ class SessionEvent(Handle):
         return self._session
 
     def _woken(self, fd: int, revents: int) -> None:
-        session = self._session
-        if session is None:
+        if self._session is None:
             return
-        session._drain_wakeups()
-        if session._close_requested or session._handoff.waiters:
+        driver = self._driver
+        driver.drain_wakeups()
+        if driver.close_requested or driver.waiters:
             # A thread closing the session or waiting for its lock: end the batch of rounds.
-            self._stop[0] = 1
+            driver.end_batch()
 
     def session_state(self) -> tuple[bool, bool]:
         """``(connected, fatal)`` of the session in one C call: ``Session.is_connected`` and
@@ -127,9 +131,9 @@ class SessionEvent(Handle):
         """
         with self._lock:
             session = self._session
-            if session is None or session._ptr is None or session._close_requested:
+            if session is None or session.closed or self._driver.close_requested:
                 return False, False
-            state = lib.pylibssh_session_state(session._ptr)
+            state = lib.pylibssh_session_state(session._c)
         return bool(state & _CONNECTED), bool(state & _FATAL)
 
     @property
@@ -149,7 +153,7 @@ class SessionEvent(Handle):
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, handler)
             self._fds[fd] = registration
-            self._schedule(("add", registration, events))
+            self._schedule(_FdOp(True, registration, events))
 
     def _add_native_fd(self, fd: int, events: int, callback: Any, userdata: Any) -> None:
         """Like :meth:`add_fd`, with a C ``ssh_event_callback`` (``callback(fd, revents,
@@ -161,7 +165,7 @@ class SessionEvent(Handle):
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, None, (callback, userdata))
             self._fds[fd] = registration
-            self._schedule(("add", registration, events))
+            self._schedule(_FdOp(True, registration, events))
 
     def remove_fd(self, fd: int) -> None:
         """Stop polling ``fd`` (``ssh_event_remove_fd``); the handler is not called again.
@@ -173,15 +177,14 @@ class SessionEvent(Handle):
             if registration is None:
                 return
             registration.active = False
-            self._schedule(("remove", registration, 0))
+            self._schedule(_FdOp(False, registration, 0))
 
-    def _schedule(self, op: tuple[str, _FdRegistration, int]) -> None:
-        session = self._session
-        if session is not None and session._in_callback():
+    def _schedule(self, op: _FdOp) -> None:
+        if self._session is not None and self._driver.in_callback():
             # Changing libssh's poll array while dopoll walks it is unsafe: apply on return.
             self._ops.append(op)
             if len(self._ops) == 1:
-                session._defer(self._apply_ops)
+                self._driver.defer(self._apply_ops)
             return
         self._apply(op)
 
@@ -190,13 +193,13 @@ class SessionEvent(Handle):
         for op in ops:
             self._apply(op)
 
-    def _apply(self, op: tuple[str, _FdRegistration, int]) -> None:
-        kind, registration, events = op
+    def _apply(self, op: _FdOp) -> None:
+        registration, events = op.registration, op.events
         ptr = self._ptr
         if ptr is None:
             return
         fd = registration.fd
-        if kind == "remove":
+        if not op.add:
             if self._in_c.get(fd) is registration:
                 del self._in_c[fd]
                 lib.ssh_event_remove_fd(ptr, fd)
@@ -206,13 +209,13 @@ class SessionEvent(Handle):
             lib.ssh_event_remove_fd(ptr, fd)
         if not registration.active:
             return
-        if lib.ssh_event_add_fd(ptr, fd, events, registration.callback,
-                                registration.userdata) != lib.SSH_OK:
+        rc = lib.ssh_event_add_fd(ptr, fd, events, registration.callback,
+                                  registration.userdata)
+        if rc != lib.SSH_OK:
             registration.active = False
             if self._fds.get(fd) is registration:
                 del self._fds[fd]
-            raise LibSSHError(f"ssh_event_add_fd failed for fd {fd}",
-                              function="ssh_event_add_fd")
+            check_rc(rc, None, f"ssh_event_add_fd(fd {fd})")
         # The registration (and its userdata handle) lives as long as libssh has the fd.
         self._in_c[fd] = registration
 
@@ -240,28 +243,25 @@ class SessionEvent(Handle):
             Exception: the first exception a callback raised during this poll.
         """
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        session = self._session
-        if session is None:
+        if self._session is None:
             raise ValueError("SessionEvent is closed")
-        if not session._in_callback():
-            if session._close_requested:
+        driver = self._driver
+        if not driver.in_callback():
+            if driver.close_requested:
                 # Let the closing thread take the lock instead of racing it for another poll.
-                session._closed_event.wait(0.5)
+                driver.wait_closed(0.5)
             # Threads waiting for the session lock go first (they woke this poll to get it).
-            session._handoff.let_waiters_in(0.5)
+            driver.let_waiters_in(0.5)
         with self._lock:
             ptr = self._c
-            session._enter()
-            try:
+            with driver.driving():
                 # libssh reads the socket 4 KiB per round: the C loop dispatches what is already
                 # ready in the same call, so the Python work around each call is paid once per
-                # batch.  What must end a batch early reaches it through _stop: a closing
-                # thread or one waiting for the lock writes to the wake-up pipe (see _woken),
-                # and a callback's exception is noticed by the next data or fd callback.
-                self._stop[0] = 0
-                rc = lib.pylibssh_event_dopoll_batch(ptr, ms, self.max_rounds, self._stop)
-            finally:
-                session._exit()
+                # batch.  What must end a batch early reaches it through the driver's stop
+                # flag: a closing thread or one waiting for the lock writes to the wake-up pipe
+                # (see _woken), and a callback's exception sets it (Driver.record).
+                rc = lib.pylibssh_event_dopoll_batch(ptr, ms, self.max_rounds,
+                                                     driver.begin_batch())
         return int(rc)
 
     def _detach(self) -> None:
@@ -278,11 +278,12 @@ class SessionEvent(Handle):
         self._fds.clear()
         self._ops.clear()
         if session is not None:
-            lib.ssh_event_remove_fd(ptr, session._wake_r)
-            if session._ptr is not None:
+            driver = self._driver
+            lib.ssh_event_remove_fd(ptr, driver.wake_r)
+            if not session.closed:
                 # ssh_event_free hands back only the first session's poll handle.
-                lib.ssh_event_remove_session(ptr, session._ptr)
-            session._event = None
+                lib.ssh_event_remove_session(ptr, session._c)
+            driver.event = None
         lib.ssh_event_free(ptr)
 
     def close(self, unsafe: bool = False) -> None:
@@ -292,22 +293,15 @@ class SessionEvent(Handle):
         for LibSSH.jl parity and changes nothing: removing the session first is always done
         while the session is alive, and skipped once it is gone.
         """
-        session = self._session
-        if session is None or self._ptr is None:
+        if self._session is None or self._ptr is None:
             return
-        if session._in_callback():
-            session._defer(self.close)
+        driver = self._driver
+        if driver.in_callback():
+            driver.defer(self.close)
             return
-        session._close_requested = True
-        session.wakeup()
-        try:
+        with driver.requesting_close():
             # From another session's callback this may be left to our driving thread.
-            session._lock_or_post(self._detach)
-        finally:
-            session._close_requested = False
-
-    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
-        raise AssertionError
+            driver.call_or_post(self._detach)
 
     def __del__(self) -> None:
         # Owned by its session, which closes it.

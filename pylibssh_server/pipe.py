@@ -25,7 +25,6 @@ from pylibssh_server.errors import LibSSHError
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
-    from pylibssh_server.event import SessionEvent
 
 __all__ = ["ChannelPump", "ChannelSink"]
 
@@ -59,16 +58,17 @@ class _FdPipe:
     _c: Any
 
     def __init__(self, channel: SshChannel, fd: int, owned: bool) -> None:
-        session = channel._session
-        event = session._event
-        if event is None or event._ptr is None or session._blocking:
+        driver = channel._driver
+        event = driver.event
+        if event is None or event.closed or driver.blocking:
             raise ValueError("fd pipes need a non-blocking session driven by a SessionEvent "
                              "(session.set_blocking(False), then SessionEvent(session))")
-        channel._live()
+        channel._c  # noqa: B018 - raises ValueError if closed
         self._channel = channel
-        self._event: SessionEvent = event
-        self._lock = session._lock
-        self._stop = event._stop  # the C code sets it: kept alive with the struct
+        self._driver = driver
+        self._event = event
+        self._lock = driver.lock
+        self._stop = driver.stop  # the C code sets it: kept alive with the struct
         self._fd = fd if owned else os.dup(fd)
         self._owned_by_caller = owned
         self._polled = False
@@ -115,7 +115,7 @@ class _FdPipe:
         if want == self._polled or self._fd < 0:
             return
         event = self._event
-        if event._ptr is None:
+        if event.closed:
             self._polled = False
             return
         if want:
@@ -134,7 +134,7 @@ class _FdPipe:
         """
         if self._closed:
             return
-        self._channel._session._lock_or_post(self._close_locked)
+        self._driver.call_or_post(self._close_locked)
 
     def _close_locked(self) -> None:
         if self._closed:
@@ -146,10 +146,9 @@ class _FdPipe:
             self._polled = False
             self._event.remove_fd(self._fd)
         fd, self._fd = self._fd, -1
-        session = self._channel._session
-        if session._in_callback():
+        if self._driver.in_callback():
             # libssh may still poll it until the event's removal is applied on return.
-            session._defer(lambda: _close_fd(fd))
+            self._driver.defer(lambda: _close_fd(fd))
         else:
             _close_fd(fd)
         self._channel._forget_pipe(self)  # type: ignore[arg-type]
@@ -179,7 +178,7 @@ class ChannelSink(_FdPipe):
 
     def __init__(self, channel: SshChannel, fd: int, *, owned: bool = False,
                  limit: int = SINK_LIMIT, overflow: int = SINK_OVERFLOW) -> None:
-        with channel._session._lock:
+        with channel._driver.lock:
             super().__init__(channel, fd, owned)
             try:
                 is_socket = stat.S_ISSOCK(os.fstat(self._fd).st_mode)
@@ -192,7 +191,7 @@ class ChannelSink(_FdPipe):
             c.overflow = max(0, min(int(overflow), 0xFFFFFFFF))
             c.stop = self._stop
             self._c = c
-            self._attached: Any = channel._live()
+            self._attached: Any = channel._c
             rc = lib.pylibssh_sink_attach(c, self._attached)
             if rc != lib.SSH_OK:
                 self._discard_fd()
@@ -235,15 +234,11 @@ class ChannelSink(_FdPipe):
             if self._closed:
                 return
             c = self._c
-            ptr = self._channel._ptr
+            ptr = self._attached
             if c.flags & _BACKLOG and not c.flags & _PAUSED and c.len < c.limit and \
                     ptr is not None:
-                session = self._channel._session
-                session._enter()
-                try:
+                with self._driver.driving():
                     lib.pylibssh_sink_drain(c, ptr)
-                finally:
-                    session._exit()
                 if self._closed:
                     return
             self._poll(lib.POLLOUT, lib.pylibssh_sink_writable,
@@ -260,17 +255,16 @@ class ChannelSink(_FdPipe):
     def _unhook(self) -> None:
         ptr, self._attached = self._attached, None
         channel = self._channel
-        if ptr is not None and channel._ptr is ptr:
-            session = channel._session
-            if session._in_callback():
+        if ptr is not None and channel._holds(ptr):
+            if self._driver.in_callback():
                 # Never pull a callback struct from under libssh's dispatcher; until then
                 # the struct takes nothing (DEAD) and on_data (if any) gets the data.
-                session._defer(lambda: self._detach_if(ptr))
+                self._driver.defer(lambda: self._detach_if(ptr))
             else:
                 lib.pylibssh_sink_detach(self._c, ptr)
 
     def _detach_if(self, ptr: Any) -> None:
-        if self._channel._ptr is ptr:
+        if self._channel._holds(ptr):
             lib.pylibssh_sink_detach(self._c, ptr)
 
     def _before_free(self, ptr: Any) -> None:
@@ -294,18 +288,18 @@ class ChannelPump(_FdPipe):
 
     def __init__(self, channel: SshChannel, fd: int, *, stderr: bool = False,
                  owned: bool = False) -> None:
-        session = channel._session
-        with session._lock:
+        driver = channel._driver
+        with driver.lock:
             super().__init__(channel, fd, owned)
             # Its read buffer is malloc'd at the first read and freed with the struct.
             c = ffi.gc(ffi.new("struct pylibssh_pump *"), lib.pylibssh_pump_release)
             c.fd = self._fd
             c.is_stderr = 1 if stderr else 0
-            c.channel = channel._live()
-            c.unflushed = session._out_counter
+            c.channel = channel._c
+            c.unflushed = driver.out_counter
             c.out_limit = PUMP_OUTPUT_LIMIT
             c.stop = self._stop
-            self._counter = session._out_counter
+            self._counter = driver.out_counter
             self._c = c
             channel._add_pipe(self)
             self._poll(lib.POLLIN, lib.pylibssh_pump_ready, True)

@@ -4,38 +4,29 @@
 from __future__ import annotations
 
 import logging
-import os
 import select
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pylibssh_server._ffi import ensure_thread_logging, ffi, lib
-from pylibssh_server._handle import Handle, HandoffLock
+from pylibssh_server._binding import ServerTable, SessionTarget
+from pylibssh_server._driver import Driver, Teardown
+from pylibssh_server._ffi import ffi, lib
+from pylibssh_server._handle import Handle
 from pylibssh_server.enums import AuthMethod, SessionStatus
-from pylibssh_server.errors import KeyExchangeError, LibSSHError, check_ptr, check_rc, get_error
-from pylibssh_server.hooks import MessageHook
+from pylibssh_server.errors import KeyExchangeError, check_ptr, check_rc, get_error
 
 if TYPE_CHECKING:
-    from pylibssh_server.callbacks import ServerCallbacks
     from pylibssh_server.channel import SshChannel
     from pylibssh_server.event import SessionEvent
+
+#: ``callback(session, message: SshMessage, userdata) -> bool | None``
+#: (``pylibssh_server.hooks.MessageHook``; spelled out here, below the module that defines it).
+_MessageHook = Callable[..., Any]
 
 __all__ = ["Session"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server")
-
-
-#: Per thread: the sessions whose libssh calls (and so callbacks) the thread is inside.
-_driving = threading.local()
-
-
-def _inside_another_session(session: Session) -> bool:
-    """True if the calling thread is inside a libssh call of a session other than ``session``
-    (it holds that session's lock: waiting for ``session``'s could close a deadlock cycle)."""
-    return any(other is not session for other in getattr(_driving, "sessions", ()))
 
 
 class Session(Handle):
@@ -43,8 +34,9 @@ class Session(Handle):
 
     Accepted sessions come from :meth:`Bind.accept` or :meth:`Bind.listen`.  A session and
     its channels are single-threaded in libssh, so every C call on them runs under this
-    session's ``RLock``; the thread driving it (``handle_key_exchange``/``dopoll``) holds the
-    lock during the call, and callbacks re-enter it on the same thread.
+    session's lock; the thread driving it (``handle_key_exchange``/``dopoll``) holds the
+    lock during the call, and callbacks re-enter it on the same thread.  The rules, and the
+    object that enforces them, are in ``pylibssh_server._driver``.
 
     Anything that would free memory libssh is using (``close()``, ``disconnect()``, a channel
     ``close()``) requested from inside a callback is queued and performed when the driving call
@@ -52,48 +44,31 @@ class Session(Handle):
 
     From inside a callback of *another* session (a relay), output and teardown calls on this
     session's objects never wait for its lock: if it is busy they are left to this session's
-    driving thread (see ``_lock_or_post``).  Any other call that would have to wait for a
-    session whose thread is itself waiting for the caller's raises ``RuntimeError`` instead
-    of deadlocking.
+    driving thread.  Any other call that would have to wait for a session whose thread is
+    itself waiting for the caller's raises ``RuntimeError`` instead of deadlocking.
 
     The session owns (and keeps alive until after ``ssh_free``): its ``ServerCallbacks``, the
-    message and global-request callback handles, its ``SshChannel`` objects and its
+    message and global-request callback targets, its ``SshChannel`` objects and its
     ``SessionEvent``.
     """
 
     _kind = "Session"
 
     def __init__(self, ptr: Any = None, *, owning: bool = True) -> None:
-        # The wake-up pipe first: at the open-files limit it raises EMFILE, and nothing
-        # (no ssh_session, no half-set attribute for __del__/__repr__) exists yet.
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # The driver (and its wake-up pipe) first: at the open-files limit it raises EMFILE,
+        # and nothing (no ssh_session, no half-set attribute for __del__/__repr__) exists yet.
+        self._driver = Driver(self._settle)
         if ptr is None:
             ptr = lib.ssh_new()
             if ptr == ffi.NULL:
-                for fd in (self._wake_r, self._wake_w):
-                    os.close(fd)
-                raise LibSSHError("ssh_new returned NULL", function="ssh_new")
-        # Other threads that need the lock wake the driving thread (see HandoffLock).
-        self._handoff = HandoffLock(self.wakeup)
-        super().__init__(ptr, owning=owning, lock=self._handoff)
-        self._channels: list[SshChannel] = []
-        self._server_callbacks: ServerCallbacks | None = None
-        self._self_handle = ffi.new_handle(self)
-        self._message_callback: tuple[MessageHook | None, Any] = (None, None)
-        self._global_request_callback: tuple[MessageHook | None, Any] = (None, None)
+                self._driver.close_wake_pipe()
+                check_ptr(ptr, "ssh_new")
+        super().__init__(ptr, owning=owning, lock=self._driver.lock)
+        self._server_callbacks: ServerTable | None = None
+        # What the message and global-request trampolines get as userdata.
+        self._target = SessionTarget(self, self._driver)
+        self._target_handle = ffi.new_handle(self._target)
         self._callbacks_struct: Any = None
-        self._event: SessionEvent | None = None
-        self._depth = 0
-        self._driver: int | None = None
-        self._pending_exc: BaseException | None = None
-        self._deferred: list[Callable[[], None]] = []
-        self._posted: deque[Callable[[], Any]] = deque()  # see _lock_or_post
-        self._deferred_close = False
-        self._deferred_disconnect = False
-        self._close_requested = False
-        self._closed_event = threading.Event()
-        self._wake_lock = threading.Lock()
-        self._interrupted = False
         #: True once an auth callback returned success (libssh has no public getter).
         self.authenticated: bool = False
         #: The user name of the last authentication attempt (or the authenticated user).
@@ -101,157 +76,35 @@ class Session(Handle):
         #: ``(host, port)`` of the client, set by ``Bind.accept``.
         self.peer: tuple[str, int] | None = None
         self.auth_attempts: int = 0
-        self._blocking = True
-        # Bytes handed to libssh's output buffer since it last drained (see
-        # SshChannel._flush_queue), in C memory: the C pumps of pipe.py count into it too.
-        self._out_counter = ffi.new("long long *")
 
-    @property
-    def _out_unflushed(self) -> int:
-        return int(self._out_counter[0])
-
-    @_out_unflushed.setter
-    def _out_unflushed(self, value: int) -> None:
-        self._out_counter[0] = value
-
-    # ---- driving protocol ---------------------------------------------------------------
-    def _in_callback(self) -> bool:
-        """True if the calling thread is inside a libssh call on this session."""
-        return self._depth > 0 and self._driver == threading.get_ident()
-
-    def _enter(self) -> None:
-        """Begin a C call that may run callbacks (lock held by the caller)."""
-        if self._depth == 0:
-            self._driver = threading.get_ident()
-            ensure_thread_logging()
-            _driving.__dict__.setdefault("sessions", []).append(self)
-        self._depth += 1
-
-    def _leave(self) -> bool:
-        """End such a C call; True if it was the outermost one."""
-        self._depth -= 1
-        if self._depth:
-            return False
-        self._driver = None
-        _driving.sessions.remove(self)
-        return True
-
-    def _exit(self) -> None:
-        """End such a C call; the outermost one runs deferred work and re-raises."""
-        if not self._leave():
-            return
-        self._run_deferred()
-        exc, self._pending_exc = self._pending_exc, None
-        if exc is not None:
-            raise exc
-
-    def _run_deferred(self) -> None:
-        self._run_posted()
-        # Deferred actions may queue more (a channel close can fire callbacks): bounded loop.
-        for _ in range(100):
-            if not self._deferred:
-                break
-            actions, self._deferred = self._deferred, []
-            for action in actions:
-                try:
-                    action()
-                except BaseException as exc:
-                    self._record_exception(exc, "deferred action")
-        for channel in list(self._channels):
+    def _settle(self, teardown: Teardown) -> None:
+        """After the outermost driving call (lock held): send what the channels queued, then
+        the teardown requested from a callback."""
+        for channel in list(self._driver.channels):
             channel._flush()
-        if self._deferred_disconnect and self._ptr is not None:
-            self._deferred_disconnect = False
-            self._disconnect_now()
-        if self._deferred_close and self._ptr is not None:
-            self._deferred_close = False
+        if self._ptr is None:
+            return
+        if teardown == Teardown.CLOSE:
             self._close_now()
-
-    def _record_exception(self, exc: BaseException, where: str) -> None:
-        if self._pending_exc is None:
-            self._pending_exc = exc
-            logger.debug("exception in %s, re-raised from the driving call", where)
-        else:
-            logger.error("further exception in %s (first one is re-raised)", where,
-                         exc_info=exc)
-
-    def _defer(self, action: Callable[[], None]) -> None:
-        self._deferred.append(action)
-
-    def _lock_or_post(self, action: Callable[[], Any],
-                      check: Callable[[], Any] | None = None) -> bool:
-        """Run ``action`` under this session's lock, after the calls posted before it.
-
-        From inside another session's callback, while this session's lock is busy, ``action``
-        is posted instead (after ``check()``, which may raise) and this session's driving
-        thread is woken: it runs posted calls when its current poll returns.  Two sessions
-        whose hooks write to or close each other's channels would otherwise each hold their
-        own lock and wait for the other's forever.  Returns False if posted.
-        """
-        if not self._lock.acquire(not _inside_another_session(self)):
-            if check is not None:
-                check()
-            self._posted.append(action)
-            self.wakeup()
-            return False
-        try:
-            self._run_posted()
-            action()
-        finally:
-            self._lock.release()
-        return True
-
-    def _run_posted(self) -> None:
-        """Run the calls other sessions' callbacks posted here (lock held), oldest first."""
-        while self._posted:
-            action = self._posted.popleft()
-            try:
-                action()
-            except ValueError:
-                pass  # its object was closed meanwhile: the call is void, as it would be now
-            except BaseException as exc:
-                self._record_exception(exc, "posted call")
-
-    def _note_auth(self, rc: int, user: str) -> None:
-        self.user = user
-        self.auth_attempts += 1
-        if rc == lib.SSH_AUTH_SUCCESS:
-            self.authenticated = True
+        elif teardown == Teardown.DISCONNECT:
+            self._disconnect_now()
 
     def wakeup(self) -> None:
         """Make a concurrent ``dopoll``/``handle_key_exchange`` return early (thread-safe)."""
-        # Under its own lock: a closed pipe's fd number may be reused by another socket.
-        with self._wake_lock:
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, b"\x01")
-            except OSError:
-                pass  # a wake-up is already pending
+        self._driver.wakeup()
 
     def interrupt(self) -> None:
         """Make a key exchange in progress (non-blocking mode) raise ``KeyExchangeError``,
         and a concurrent ``dopoll`` return (thread-safe)."""
-        self._interrupted = True
-        self.wakeup()
-
-    def _drain_wakeups(self) -> None:
-        # Under the wake lock, like wakeup(): after a concurrent close() the fd number may
-        # already belong to another thread's socket.
-        with self._wake_lock:
-            if self._wake_r < 0:
-                return
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except OSError:
-                pass
+        self._driver.interrupted = True
+        self._driver.wakeup()
 
     # ---- options ------------------------------------------------------------------------
     def set_blocking(self, blocking: bool) -> None:
         """Switch blocking mode (``ssh_set_blocking``)."""
         with self._lock:
             lib.ssh_set_blocking(self._c, 1 if blocking else 0)
-            self._blocking = bool(blocking)
+            self._driver.blocking = bool(blocking)
 
     @property
     def is_blocking(self) -> bool:
@@ -300,16 +153,16 @@ class Session(Handle):
             lib.ssh_session_set_disconnect_message(self._c, message.encode())
 
     # ---- callbacks ----------------------------------------------------------------------
-    def set_server_callbacks(self, callbacks: ServerCallbacks) -> None:
-        """Install ``callbacks`` (``ssh_set_server_callbacks``); the session keeps them alive."""
+    def set_server_callbacks(self, callbacks: ServerTable) -> None:
+        """Install ``callbacks``, a :class:`~pylibssh_server.ServerCallbacks`
+        (``ssh_set_server_callbacks``); the session keeps them alive."""
         with self._lock:
             ptr = self._c
-            callbacks._attach(self)
-            check_rc(lib.ssh_set_server_callbacks(ptr, callbacks._struct), ptr,
-                     "ssh_set_server_callbacks")
+            struct = callbacks._attach(self, self._driver)
+            check_rc(lib.ssh_set_server_callbacks(ptr, struct), ptr, "ssh_set_server_callbacks")
             self._server_callbacks = callbacks
 
-    def set_message_callback(self, callback: MessageHook | None, userdata: Any = None) -> None:
+    def set_message_callback(self, callback: _MessageHook | None, userdata: Any = None) -> None:
         """Handle requests no server callback covers (``ssh_set_message_callback``).
 
         ``callback(session, message: SshMessage, userdata) -> bool``: return True once you
@@ -318,14 +171,15 @@ class Session(Handle):
         """
         with self._lock:
             ptr = self._c
-            self._message_callback = (callback, userdata)
+            self._target.message_hook = callback
+            self._target.message_userdata = userdata
             if callback is None:
                 lib.ssh_set_message_callback(ptr, ffi.NULL, ffi.NULL)
             else:
-                lib.ssh_set_message_callback(ptr, lib._message_function_cb, self._self_handle)
+                lib.ssh_set_message_callback(ptr, lib._message_function_cb, self._target_handle)
 
     def set_global_request_callback(
-        self, callback: MessageHook | None, userdata: Any = None
+        self, callback: _MessageHook | None, userdata: Any = None
     ) -> None:
         """Handle global requests (tcpip-forward, keepalive...) via ``ssh_set_callbacks``.
 
@@ -334,11 +188,12 @@ class Session(Handle):
         """
         with self._lock:
             ptr = self._c
-            self._global_request_callback = (callback, userdata)
+            self._target.global_hook = callback
+            self._target.global_userdata = userdata
             if self._callbacks_struct is None:
                 struct = ffi.new("struct ssh_callbacks_struct *")
                 struct.size = ffi.sizeof("struct ssh_callbacks_struct")
-                struct.userdata = self._self_handle
+                struct.userdata = self._target_handle
                 struct.global_request_function = lib._global_request_function_cb
                 check_rc(lib.ssh_set_callbacks(ptr, struct), ptr, "ssh_set_callbacks")
                 self._callbacks_struct = struct
@@ -361,33 +216,29 @@ class Session(Handle):
                 return self._kex_nonblocking(deadline)
             if timeout is not None:
                 self.set_timeout(timeout)
-            self._enter()
-            try:
-                rc = lib.ssh_handle_key_exchange(self._c)
-                error = get_error(self._c) if rc != lib.SSH_OK else ""
-            finally:
-                self._exit()
+            ptr = self._c
+            with self._driver.driving():
+                rc = lib.ssh_handle_key_exchange(ptr)
+                error = get_error(ptr) if rc != lib.SSH_OK else ""
         if rc != lib.SSH_OK:
             raise KeyExchangeError(f"ssh_handle_key_exchange failed (rc={rc}): {error}",
                                    function="ssh_handle_key_exchange", code=rc)
 
     def _kex_nonblocking(self, deadline: float | None) -> None:
+        driver = self._driver
         while True:
-            if self._close_requested:
+            if driver.close_requested:
                 raise ValueError("Session is closed")
-            if self._interrupted:
+            if driver.interrupted:
                 raise KeyExchangeError("key exchange interrupted",
                                        function="ssh_handle_key_exchange")
             with self._lock:
                 ptr = self._c
-                self._enter()
-                try:
+                with driver.driving():
                     rc = lib.ssh_handle_key_exchange(ptr)
                     error = get_error(ptr) if rc == lib.SSH_ERROR else ""
                     fd = lib.ssh_get_fd(ptr)
                     flags = lib.ssh_get_poll_flags(ptr)
-                finally:
-                    self._exit()
             if rc == lib.SSH_OK:
                 return
             if rc != lib.SSH_AGAIN:
@@ -400,7 +251,7 @@ class Session(Handle):
             if fd < 0:
                 raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
                                        function="ssh_handle_key_exchange", code=rc)
-            wake_r = self._wake_r
+            wake_r = driver.wake_r
             if wake_r < 0:  # closed by another thread since the step above
                 raise ValueError("Session is closed")
             poller = select.poll()
@@ -408,14 +259,14 @@ class Session(Handle):
                 select.POLLOUT if flags & lib.SSH_WRITE_PENDING else 0))
             poller.register(wake_r, select.POLLIN)
             poller.poll(None if remaining is None else max(1, int(remaining * 1000)))
-            self._drain_wakeups()
+            driver.drain_wakeups()
 
     # ---- state --------------------------------------------------------------------------
     @property
     def is_connected(self) -> bool:
         """True while open and libssh reports the socket connected (``ssh_is_connected``)."""
         with self._lock:
-            if self._ptr is None or self._close_requested:
+            if self._ptr is None or self._driver.close_requested:
                 return False
             if lib.ssh_is_connected(self._ptr) != 1:
                 return False
@@ -471,7 +322,7 @@ class Session(Handle):
     @property
     def channels(self) -> list[SshChannel]:
         """The open channels of this session (a copy)."""
-        return [c for c in self._channels if not c.closed]
+        return [c for c in self._driver.channels if not c.closed]
 
     def kbdint_answers(self) -> list[str]:
         """Answers of the last keyboard-interactive response
@@ -492,13 +343,12 @@ class Session(Handle):
         allocated until ``close()``.  Inside a callback this is deferred."""
         if self._ptr is None:
             return
-        if self._in_callback():
-            self._deferred_disconnect = True
+        driver = self._driver
+        if driver.in_callback():
+            driver.request_teardown(Teardown.DISCONNECT)
             return
-        self._close_requested = True
-        self.wakeup()
-        self._lock_or_post(self._disconnect_if_open)
-        self._close_requested = False
+        with driver.requesting_close():
+            driver.call_or_post(self._disconnect_if_open)
 
     def _disconnect_if_open(self) -> None:
         if self._ptr is not None:
@@ -524,12 +374,12 @@ class Session(Handle):
             raise ValueError("cannot close a borrowed Session")
         if self._ptr is None:
             return
-        if self._in_callback():
-            self._deferred_close = True
+        driver = self._driver
+        if driver.in_callback():
+            driver.request_teardown(Teardown.CLOSE)
             return
-        self._close_requested = True
-        self.wakeup()
-        self._lock_or_post(self._close_if_open)
+        driver.mark_closing()
+        driver.call_or_post(self._close_if_open)
 
     def _close_if_open(self) -> None:
         if self._ptr is not None:
@@ -546,48 +396,32 @@ class Session(Handle):
         # Only now may libssh no longer call back into these.
         self._server_callbacks = None
         self._callbacks_struct = None
-        self._message_callback = (None, None)
-        self._global_request_callback = (None, None)
-        self._deferred.clear()
-        self._posted.clear()
-        self._close_wake_pipe()
-        self._closed_event.set()
-
-    def _close_wake_pipe(self) -> None:
-        with self._wake_lock:
-            fds = (self._wake_r, self._wake_w)
-            self._wake_r = self._wake_w = -1
-            for fd in fds:
-                if fd >= 0:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+        self._target.clear()
+        self._driver.mark_closed()
 
     def _release_channels(self) -> None:
         # ssh_disconnect/ssh_free free every channel: invalidate the Python objects first.
-        for channel in reversed(self._channels):
+        channels = self._driver.channels
+        for channel in reversed(channels):
             channel._session_gone()
-        self._channels.clear()
+        channels.clear()
 
-    def _register_channel(self, channel: SshChannel) -> None:
-        self._channels.append(channel)
+    @property
+    def _channels(self) -> list[SshChannel]:
+        return self._driver.channels
 
-    def _forget_channel(self, channel: SshChannel) -> None:
-        try:
-            self._channels.remove(channel)
-        except ValueError:
-            pass
-
-    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
-        raise AssertionError
+    @property
+    def _event(self) -> SessionEvent | None:
+        event: SessionEvent | None = self._driver.event
+        return event
 
     def __del__(self) -> None:
         if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
             super().__del__()
         released = getattr(self, "_ptr", None) is None or not getattr(self, "_owning", True)
-        if released and hasattr(self, "_wake_lock"):
-            self._close_wake_pipe()
+        driver = getattr(self, "_driver", None)
+        if released and driver is not None:
+            driver.close_wake_pipe()
 
     def __repr__(self) -> str:
         # getattr: safe on an object whose __init__ failed part-way (called from __del__).

@@ -22,13 +22,13 @@ def test_missing_vendored_prefix_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_builder_declares_every_trampoline_it_defines() -> None:
-    """Each extern "Python" declared in the cdef has a def_extern in callbacks.py or _ffi.py
+    """Each extern "Python" declared in the cdef has a def_extern in _trampolines.py or _ffi.py
     (an unattached one would return 0, i.e. SSH_AUTH_SUCCESS)."""
     import re
 
     cdef = (ROOT / "build_libssh.py").read_text()
     declared = set(re.findall(r"\b(_[a-z0-9_]+_cb)\(", cdef.split('extern "Python" {')[1]))
-    sources = (ROOT / "pylibssh_server" / "callbacks.py").read_text() + (
+    sources = (ROOT / "pylibssh_server" / "_trampolines.py").read_text() + (
         ROOT / "pylibssh_server" / "_ffi.py").read_text()
     defined = set(re.findall(r"@ffi\.def_extern\([^)]*\)\ndef (_[a-z0-9_]+_cb)\(", sources))
     assert declared == defined

@@ -514,3 +514,55 @@ def test_channel_close_inside_callback_is_deferred(loopback: Loopback) -> None:
     # Freed once the client's CLOSE arrived (libssh keeps it until then).
     loopback.poll_until(lambda: channels[0]._ptr is None)
     assert (channels[0].closed, session.channels, session.is_connected) == (True, [], True)
+
+
+def test_session_close_and_event_close_race(host_key: SshKey) -> None:
+    """``Session.close()`` and ``SessionEvent.close()`` called at once from two threads, while
+    a third drives the session: every round ends with the session closed, the event detached,
+    the driving thread out of its loop, and neither close raising (the event's close request
+    never undoes the session's)."""
+    for round_ in range(20):
+        pair = Loopback(host_key)
+        try:
+            _, session = authenticated(pair)
+            event = pair.event
+            assert event is not None
+            driving = threading.Event()
+            outcome: list[Any] = []
+
+            def drive() -> None:
+                try:
+                    for _ in range(10000):  # bounded; each dopoll waits at most 50 ms
+                        driving.set()
+                        if not event.session_state()[0]:
+                            break
+                        event.dopoll(0.05)
+                    outcome.append("left")
+                except ValueError as exc:
+                    outcome.append(str(exc))
+
+            driver = threading.Thread(target=drive)
+            driver.start()
+            assert driving.wait(5) is True
+            barrier = threading.Barrier(2)
+            errors: list[BaseException] = []
+
+            def close(target: Any) -> None:
+                barrier.wait(5)
+                try:
+                    target.close()
+                except BaseException as exc:  # pragma: no cover - the failure we look for
+                    errors.append(exc)
+
+            closers = [threading.Thread(target=close, args=(target,))
+                       for target in (session, event)]
+            for thread in closers:
+                thread.start()
+            for thread in closers:
+                thread.join(5)
+            driver.join(5)
+            assert (round_, errors, session.closed, event.is_assigned, driver.is_alive(),
+                    session.is_connected) == (round_, [], True, False, False, False)
+            assert outcome in (["left"], ["SessionEvent is closed"])
+        finally:
+            pair.close()

@@ -35,11 +35,11 @@ from collections.abc import Iterator
 import atheris
 from _common import Traps, check, instrument_module, main
 
-from pylibssh_server import AuthMethod, AuthStatus, callbacks
+from pylibssh_server import AuthMethod, AuthStatus, _trampolines
 from pylibssh_server._ffi import ffi
 from pylibssh_server.demo import authpolicy, channels, client, config, server
 
-for _module in (server, config, client, authpolicy, channels, callbacks, ipaddress):
+for _module in (server, config, client, authpolicy, channels, _trampolines, ipaddress):
     instrument_module(_module)
 
 _SERVERS = {
@@ -53,7 +53,7 @@ _TRAPS = Traps("pylibssh_server")
 
 def from_c(raw: bytes) -> str:
     """``raw`` as a callback receives it: cut at the first NUL, decoded by the trampolines."""
-    return callbacks._str(ffi.new("char[]", raw.split(b"\0", 1)[0]))
+    return _trampolines._str(ffi.new("char[]", raw.split(b"\0", 1)[0]))
 
 
 def _loopback_addresses(host: str, port: int) -> list[str] | None:

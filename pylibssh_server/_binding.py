@@ -1,0 +1,248 @@
+# SPDX-License-Identifier: MIT
+"""What libssh's C callback structs hold and point at.
+
+Below the wrappers (imports only ``_ffi``): the owned C structs, one explicit table per C
+struct mapping hook names to its fields, and the *targets*, the objects their ``userdata``
+handles point to.  A trampoline (``_trampolines.py``) reads only a target: the hooks, the
+user's ``userdata``, the session, channel and :class:`~pylibssh_server._driver.Driver` they
+belong to.  The hook containers the user sees (``ServerCallbacks``, ``ChannelCallbacks``)
+subclass the tables here and add only their typed constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Optional
+
+from pylibssh_server._ffi import ffi, lib, require_feature
+
+__all__ = [
+    "CHANNEL_FIELDS",
+    "SERVER_FIELDS",
+    "CallbackTable",
+    "ChannelTable",
+    "ChannelTarget",
+    "RemoteState",
+    "ServerTable",
+    "SessionTarget",
+    "Target",
+]
+
+Hook = Optional[Callable[..., Any]]
+
+#: ``struct ssh_server_callbacks_struct``: hook name -> C field.
+SERVER_FIELDS: Mapping[str, str] = {
+    "on_auth_password": "auth_password_function",
+    "on_auth_none": "auth_none_function",
+    "on_auth_gssapi_mic": "auth_gssapi_mic_function",
+    "on_auth_pubkey": "auth_pubkey_function",
+    "on_service_request": "service_request_function",
+    "on_channel_open_request_session": "channel_open_request_session_function",
+    "on_auth_kbdint": "auth_kbdint_function",
+    "on_channel_open_request_direct_tcpip": "channel_open_request_direct_tcpip_function",
+}
+
+#: ``struct ssh_channel_callbacks_struct``: hook name -> C field.
+CHANNEL_FIELDS: Mapping[str, str] = {
+    "on_data": "channel_data_function",
+    "on_eof": "channel_eof_function",
+    "on_close": "channel_close_function",
+    "on_signal": "channel_signal_function",
+    "on_exit_status": "channel_exit_status_function",
+    "on_exit_signal": "channel_exit_signal_function",
+    "on_pty_request": "channel_pty_request_function",
+    "on_shell_request": "channel_shell_request_function",
+    "on_auth_agent_req": "channel_auth_agent_req_function",
+    "on_x11_req": "channel_x11_req_function",
+    "on_pty_window_change": "channel_pty_window_change_function",
+    "on_exec_request": "channel_exec_request_function",
+    "on_env_request": "channel_env_request_function",
+    "on_subsystem_request": "channel_subsystem_request_function",
+    "on_write_wontblock": "channel_write_wontblock_function",
+    "on_open_response": "channel_open_response_function",
+}
+
+#: Fields older libssh headers lack: the C preamble sets them (feature name, setter).
+_NEWER_FIELDS: Mapping[str, tuple[str, Callable[[Any, int], None]]] = {
+    "auth_kbdint_function": ("server_kbdint_callback", lib.pylibssh_server_cb_set_kbdint),
+    "channel_open_request_direct_tcpip_function": (
+        "server_direct_tcpip_callback", lib.pylibssh_server_cb_set_direct_tcpip),
+    "channel_open_response_function": (
+        "channel_open_response", lib.pylibssh_channel_cb_set_open_response),
+}
+
+
+class Target:
+    """What a callback struct's ``userdata`` handle points to (see the module docstring).
+
+    Attributes are filled in when the struct is attached; until then the trampolines are
+    not installed, so libssh never reaches an empty target.
+    """
+
+    __slots__ = ("driver", "hooks", "session", "userdata")
+    hooks: dict[str, Hook]
+    userdata: Any
+    session: Any
+    driver: Any
+
+    def __init__(self, hooks: dict[str, Hook], userdata: Any) -> None:
+        self.hooks = hooks
+        self.userdata = userdata
+        self.session = None
+        self.driver = None
+
+
+class RemoteState:
+    """The peer's EOF and CLOSE for one channel, set by the trampolines (and by a read that
+    reaches end of input), read by the channel."""
+
+    __slots__ = ("closed", "eof")
+    eof: bool
+    closed: bool
+
+    def __init__(self) -> None:
+        self.eof = False
+        self.closed = False
+
+
+class ChannelTarget(Target):
+    """A channel callback struct's target: also the channel, its ``data_room`` and the
+    channel's :class:`RemoteState`."""
+
+    __slots__ = ("channel", "data_room", "remote")
+    channel: Any
+    data_room: Callable[[int], int] | None
+    remote: RemoteState
+
+    def __init__(self, hooks: dict[str, Hook], userdata: Any,
+                 data_room: Callable[[int], int] | None) -> None:
+        super().__init__(hooks, userdata)
+        self.channel = None
+        self.data_room = data_room
+        self.remote = RemoteState()
+
+
+class SessionTarget:
+    """The target of a session's message and global-request callbacks
+    (``ssh_set_message_callback``, ``ssh_callbacks_struct``)."""
+
+    __slots__ = ("driver", "global_hook", "global_userdata", "message_hook",
+                 "message_userdata", "session")
+    session: Any
+    driver: Any
+    message_hook: Hook
+    message_userdata: Any
+    global_hook: Hook
+    global_userdata: Any
+
+    def __init__(self, session: Any, driver: Any) -> None:
+        self.session = session
+        self.driver = driver
+        self.message_hook = None
+        self.message_userdata = None
+        self.global_hook = None
+        self.global_userdata = None
+
+    def clear(self) -> None:
+        """Forget the hooks (after ``ssh_free``: libssh calls back no more)."""
+        self.message_hook = self.global_hook = None
+        self.message_userdata = self.global_userdata = None
+
+
+class CallbackTable:
+    """Owns one zero-filled C callbacks struct (``size`` set), its target and the target's
+    ``userdata`` handle, for as long as libssh may call back."""
+
+    _ctype: ClassVar[str] = ""
+    _fields: ClassVar[Mapping[str, str]] = {}
+    _target: Target
+    _struct: Any
+    _handle: Any
+
+    def __init__(self, hooks: dict[str, Hook], target: Target) -> None:
+        unknown = set(hooks) - set(self._fields)
+        if unknown:
+            raise TypeError(f"unknown hook(s) for {type(self).__name__}: {sorted(unknown)}")
+        for name, fn in hooks.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
+        self._target = target
+        self._struct = ffi.new(self._ctype + " *")
+        # ssh_callbacks_init() is a macro: set the size ourselves.
+        self._struct.size = ffi.sizeof(self._ctype)
+        self._handle = ffi.new_handle(target)
+        self._struct.userdata = self._handle
+
+    @property
+    def hooks(self) -> dict[str, Hook]:
+        """Hook name -> the function given (None where unset: libssh's default applies)."""
+        return self._target.hooks
+
+    @property
+    def userdata(self) -> Any:
+        """The value passed to every hook as its last argument."""
+        return self._target.userdata
+
+    def _claim(self, owner: Any, kind: str) -> None:
+        current = self._target.session if kind == "Session" else getattr(
+            self._target, "channel", None)
+        if current is not None and current is not owner:
+            raise ValueError(f"these {type(self).__name__} are already set on another {kind}")
+
+    def _install(self) -> None:
+        for name, fn in self._target.hooks.items():
+            if fn is not None:
+                self._set_field(self._fields[name], True)
+
+    def _set_field(self, field: str, on: bool) -> None:
+        """Point ``field`` at its trampoline ``_<field>_cb`` (or NULL)."""
+        newer = _NEWER_FIELDS.get(field)
+        if newer is not None:
+            feature, setter = newer
+            require_feature(feature)
+            setter(self._struct, 1 if on else 0)
+        else:
+            setattr(self._struct, field, getattr(lib, f"_{field}_cb") if on else ffi.NULL)
+
+
+class ServerTable(CallbackTable):
+    """``struct ssh_server_callbacks_struct`` (``ssh_set_server_callbacks``)."""
+
+    _ctype = "struct ssh_server_callbacks_struct"
+    _fields = SERVER_FIELDS
+
+    def _attach(self, session: Any, driver: Any) -> Any:
+        """Bind to ``session`` and install the trampolines; returns the C struct."""
+        self._claim(session, "Session")
+        target = self._target
+        target.session, target.driver = session, driver
+        self._install()
+        return self._struct
+
+
+class ChannelTable(CallbackTable):
+    """``struct ssh_channel_callbacks_struct`` (``ssh_set_channel_callbacks``)."""
+
+    _ctype = "struct ssh_channel_callbacks_struct"
+    _fields = CHANNEL_FIELDS
+    _target: ChannelTarget
+
+    def _attach(self, channel: Any, session: Any, driver: Any, remote: RemoteState) -> Any:
+        """Bind to ``channel`` and install the trampolines; returns the C struct."""
+        self._claim(channel, "SshChannel")
+        target = self._target
+        target.channel, target.session, target.driver = channel, session, driver
+        target.remote = remote
+        self._install()
+        # Always track the peer's EOF and CLOSE, hook or not: SshChannel.close() keeps the
+        # channel (and this struct) until the peer's CLOSE has arrived, and is_eof and
+        # remote_closed read them.  Without a hook the trampolines only set the flags.
+        for hook in ("on_eof", "on_close"):
+            if target.hooks[hook] is None:
+                self._set_field(self._fields[hook], True)
+        return self._struct
+
+    def _route_data(self, to_python: bool) -> None:
+        """The Python data trampoline on or off (off while a C sink takes the data)."""
+        self._set_field("channel_data_function",
+                        to_python and self._target.hooks["on_data"] is not None)

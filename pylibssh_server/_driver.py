@@ -1,0 +1,498 @@
+# SPDX-License-Identifier: MIT
+"""The driving context of a session: who may call into libssh for it, when, and what happens
+to work and exceptions that arise while it is inside libssh.
+
+A :class:`Session` owns its ``ssh_session``; its :class:`Driver` owns everything about
+*driving* it.  Every object tied to the session (its channels, event, borrowed messages and
+keys, fd pipes, callback structs) keeps a reference to the same driver and uses only the named
+API below.  The threading rules, in one place:
+
+1. **One lock per session.**  libssh sessions and their channels are single-threaded, so every
+   C call on a session, its channels, its event, a message or key borrowed from one of its
+   callbacks takes ``driver.lock`` (a re-entrant :class:`HandoffLock`).
+2. **Driving calls are marked.**  A C call that can run callbacks (``ssh_event_dopoll``, the
+   key exchange, channel poll/read/write/flush, free) runs inside :meth:`Driver.driving` (the
+   outermost one then runs the queued work and re-raises) or :meth:`Driver.marked` (bookkeeping
+   only).  Callbacks run on that thread with the lock held: :meth:`Driver.in_callback` is true.
+3. **Never free inside a callback.**  Anything that frees what libssh is walking (a channel, an
+   event's fds, the session) requested from a callback is queued (:meth:`Driver.defer`) and
+   runs, in order, when the outermost driving call returns; a session's own teardown runs last
+   (:meth:`Driver.request_teardown`).
+4. **Other threads hand over, never race.**  A thread that finds the lock taken wakes the
+   driving thread through the wake-up pipe (in the session's event) and waits; the driving loop
+   lets waiters in before its next round (:meth:`Driver.let_waiters_in`).
+5. **No deadlock between sessions.**  From inside another session's callback, output and
+   teardown never wait for a busy session: :meth:`Driver.call_or_post` posts them to its driving
+   thread instead.  Any other wait that would close a cycle of threads waiting for each other's
+   locks raises ``RuntimeError``.
+6. **A hook's exception is never lost.**  Trampolines and fd callbacks run user code through
+   :meth:`Driver.call`: an exception is stored (the first; later ones are logged), ends the
+   current batch of poll rounds, and the callback returns its fail-closed value; the outermost
+   driving call re-raises it after the queued work ran.
+7. **One closing state.**  A close of the session is sticky (:meth:`Driver.mark_closing`); a
+   thread that needs the driving thread out of the way for a moment (a disconnect, an event
+   close) holds :meth:`Driver.requesting_close`, counted, so two such threads never undo each
+   other's request.  :attr:`Driver.closed` is set once the session is freed.
+8. **Output is bounded.**  libssh queues every packet in its output buffer whatever the
+   socket takes; :attr:`Driver.out_counter` counts what was handed to it since it last drained
+   (in C memory: the C pumps count into it too), and writers stop at a limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from pylibssh_server._ffi import ensure_thread_logging, ffi
+
+__all__ = ["Driver", "HandoffLock", "Teardown"]
+
+logger: logging.Logger = logging.getLogger("pylibssh_server")
+
+T = TypeVar("T")
+
+#: Guards the waits-for graph below and every HandoffLock's waiter count.
+_graph_lock = threading.Lock()
+#: Thread ident -> the HandoffLock that thread is blocked on.
+_waiting: dict[int, HandoffLock] = {}
+#: Per thread: the drivers whose libssh calls (and so callbacks) the thread is inside.
+_driving = threading.local()
+
+
+class HandoffLock:
+    """A re-entrant lock whose holder can be asked to hand it over (a session's lock).
+
+    The thread driving a session holds its lock for the whole ``ssh_event_dopoll`` wait, so
+    with a plain ``RLock`` a ``channel.write()`` from another thread waits for the client to
+    send something (forever if it is idle), and a polling loop re-takes the lock ahead of
+    waiting threads round after round.  Here a thread that finds the lock taken counts itself
+    as a waiter and calls ``wake`` (which ends the wait in ``dopoll``); the driving loop calls
+    :meth:`let_waiters_in` before its next round.
+
+    A thread whose wait would close a cycle of threads waiting for each other's locks gets
+    ``RuntimeError`` instead of waiting (rule 5).
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._lock = threading.RLock()
+        self._wake = wake
+        self._owner: int | None = None  # the holding thread (maintained under _lock)
+        self._count = 0
+        self._waiters = 0
+        self._no_waiters = threading.Event()
+        self._no_waiters.set()
+
+    @property
+    def waiters(self) -> int:
+        """Threads blocked in :meth:`acquire` right now."""
+        return self._waiters
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``RLock.acquire``; while waiting, asks the holder to hand the lock over."""
+        if not self._lock.acquire(False) and (not blocking or not self._wait(timeout)):
+            return False
+        self._count += 1
+        if self._count == 1:
+            self._owner = threading.get_ident()
+        return True
+
+    def _wait(self, timeout: float) -> bool:
+        me = threading.get_ident()
+        with _graph_lock:
+            if self._closes_cycle(me):
+                raise RuntimeError(
+                    "waiting for this session would deadlock: its thread waits for a session "
+                    "this thread holds (a call from inside another session's callback)")
+            _waiting[me] = self
+            self._waiters += 1
+            self._no_waiters.clear()
+        try:
+            self._wake()
+            return self._lock.acquire(True, timeout)
+        finally:
+            with _graph_lock:
+                del _waiting[me]
+                self._waiters -= 1
+                if not self._waiters:
+                    self._no_waiters.set()
+
+    def _closes_cycle(self, me: int) -> bool:
+        """True if this lock's holder is (through other holders) waiting for ``me``."""
+        owner = self._owner
+        for _ in range(len(_waiting) + 1):
+            if owner is None:
+                return False
+            if owner == me:
+                return True
+            lock = _waiting.get(owner)
+            if lock is None:
+                return False
+            owner = lock._owner
+        return False
+
+    def release(self) -> None:
+        """As ``RLock.release``."""
+        self._count -= 1
+        if not self._count:
+            self._owner = None
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def let_waiters_in(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the threads now waiting have had the lock.
+
+        A no-op for a thread that holds the lock itself (a nested call from a callback).
+        """
+        if self._waiters and self._owner != threading.get_ident():
+            self._no_waiters.wait(timeout)
+
+
+class Teardown(enum.IntEnum):
+    """What a session's driving thread still has to do to it once its call returns."""
+
+    NONE = 0
+    DISCONNECT = 1
+    CLOSE = 2
+
+
+class _Posted:
+    """A call another thread posted (rule 5): void once its object was closed meanwhile."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action = action
+
+    def __call__(self) -> None:
+        try:
+            self.action()
+        except ValueError:
+            pass  # its object was closed meanwhile: the call is void, as it would be now
+
+
+class Driver:
+    """The driving context of one session (see the module docstring for the rules).
+
+    Owns the session's lock, its wake-up pipe, the call depth and driving thread, the one
+    queue of deferred and posted work, the stored exception, the closing state, the
+    end-of-batch flag read by the C poll loop and the output counter.
+
+    Args:
+        settle: called (lock held, outside callbacks) when the outermost driving call has run
+            the queued work, with the teardown requested meanwhile: the session flushes its
+            channels' output and performs the teardown.
+    """
+
+    def __init__(self, settle: Callable[[Teardown], None]) -> None:
+        # The pipe first: at the open-files limit it raises EMFILE, and nothing exists yet.
+        self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_lock = threading.Lock()
+        self.lock = HandoffLock(self.wakeup)
+        self._settle = settle
+        self._depth = 0
+        self._thread: int | None = None
+        self._work: deque[Callable[[], Any]] = deque()
+        self._exception: BaseException | None = None
+        self._teardown = Teardown.NONE
+        self._closing = False
+        self._requesters = 0
+        self._requesters_lock = threading.Lock()
+        self._closed = threading.Event()
+        #: Set by ``Session.interrupt()``: a non-blocking key exchange gives up.
+        self.interrupted = False
+        #: The session's blocking mode (``ssh_set_blocking``): blocking calls wait inside
+        #: libssh (bounded by the session timeout), non-blocking ones are driven by polls.
+        self.blocking = True
+        # [0]: end the current batch of poll rounds (read by pylibssh_event_dopoll_batch);
+        # [1]: the C fd pipes moved bytes in it.  The C pipes keep a pointer to it.
+        self.stop = ffi.new("int[2]")
+        #: Bytes handed to libssh's output buffer since it last drained (rule 8).
+        self.out_counter = ffi.new("long long *")
+        #: The session's channels, oldest first: flushed after every driving call and
+        #: invalidated (newest first) before libssh frees them with the session.
+        self.channels: list[Any] = []
+        #: The ``SessionEvent`` polling the session (and the wake-up pipe), if any.
+        self.event: Any = None
+
+    # ---- wake-up pipe (rule 4) ----------------------------------------------------------
+    def wakeup(self) -> None:
+        """Make a concurrent ``dopoll``/key exchange wait return early (thread-safe)."""
+        # Under its own lock: a closed pipe's fd number may be reused by another socket.
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"\x01")
+            except OSError:
+                pass  # a wake-up is already pending
+
+    def drain_wakeups(self) -> None:
+        """Empty the wake-up pipe (the driving thread, after a wait)."""
+        with self._wake_lock:
+            if self.wake_r < 0:
+                return
+            try:
+                while os.read(self.wake_r, 4096):
+                    pass
+            except OSError:
+                pass
+
+    def close_wake_pipe(self) -> None:
+        """Close the wake-up pipe (after the session left its event); idempotent."""
+        with self._wake_lock:
+            fds = (self.wake_r, self._wake_w)
+            self.wake_r = self._wake_w = -1
+            for fd in fds:
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+    def let_waiters_in(self, timeout: float = 0.5) -> None:
+        """Before a new poll: threads waiting for the lock go first (they woke the poll)."""
+        self.lock.let_waiters_in(timeout)
+
+    @property
+    def waiters(self) -> int:
+        """Threads waiting for the lock right now."""
+        return self.lock.waiters
+
+    # ---- driving calls (rule 2) ---------------------------------------------------------
+    def in_callback(self) -> bool:
+        """True if the calling thread is inside a libssh call on this session."""
+        return self._depth > 0 and self._thread == threading.get_ident()
+
+    @property
+    def busy(self) -> bool:
+        """True while some thread is inside a libssh call on this session."""
+        return self._depth > 0
+
+    def _enter(self) -> None:
+        if self._depth == 0:
+            self._thread = threading.get_ident()
+            ensure_thread_logging()
+            _driving.__dict__.setdefault("drivers", []).append(self)
+        self._depth += 1
+
+    def _leave(self) -> bool:
+        self._depth -= 1
+        if self._depth:
+            return False
+        self._thread = None
+        _driving.drivers.remove(self)
+        return True
+
+    @contextlib.contextmanager
+    def driving(self) -> Iterator[None]:
+        """Around a C call that may run callbacks (lock held by the caller).  The outermost
+        one then runs the queued work, settles, and re-raises a stored exception."""
+        self._enter()
+        try:
+            yield
+        finally:
+            if self._leave():
+                self._finish()
+
+    @contextlib.contextmanager
+    def marked(self) -> Iterator[None]:
+        """Around a C call that may run callbacks, bookkeeping only: queued work and the
+        stored exception wait for the enclosing (or the next) driving call."""
+        self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _finish(self) -> None:
+        self.run_queue()
+        teardown, self._teardown = self._teardown, Teardown.NONE
+        try:
+            self._settle(teardown)
+        except BaseException as exc:
+            self.record(exc, "settling after a driving call")
+        stored, self._exception = self._exception, None
+        if stored is not None:
+            raise stored
+
+    # ---- the stored exception (rule 6) --------------------------------------------------
+    def call(self, where: str, fail: T, hook: Callable[..., T], *args: Any) -> T:
+        """Run user code from a callback: its result, or ``fail`` if it raised (stored).
+
+        A libssh call nobody marked as driving (any call that flushes can dispatch packets)
+        still runs callbacks: the session is marked busy around the hook, so closes inside it
+        are deferred instead of freeing what libssh is walking.
+        """
+        outermost = self._depth == 0
+        if outermost:
+            self._enter()
+        try:
+            return hook(*args)
+        except BaseException as exc:
+            self.record(exc, where)
+            return fail
+        finally:
+            if outermost:
+                self._leave()
+
+    def record(self, exc: BaseException, where: str) -> None:
+        """Store ``exc`` for the driving call to re-raise and end the batch of poll rounds."""
+        self.stop[0] = 1
+        if self._exception is None:
+            self._exception = exc
+            logger.debug("exception in %s, re-raised from the driving call", where)
+        else:
+            logger.error("further exception in %s (first one is re-raised)", where,
+                         exc_info=exc)
+
+    @property
+    def failed(self) -> bool:
+        """True while an exception waits to be re-raised."""
+        return self._exception is not None
+
+    def end_batch(self) -> None:
+        """Make the C poll loop return after the current round."""
+        self.stop[0] = 1
+
+    def begin_batch(self) -> Any:
+        """Reset the end-of-batch flag before a poll; returns it for the C loop."""
+        self.stop[0] = 0
+        return self.stop
+
+    # ---- queued work (rules 3 and 5) ----------------------------------------------------
+    def defer(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` when the outermost driving call returns (lock held, in order)."""
+        self._work.append(action)
+
+    def request_teardown(self, teardown: Teardown) -> None:
+        """From a callback: disconnect or close the session once the driving call returns,
+        after all other queued work."""
+        self._teardown = max(self._teardown, teardown)
+
+    def run_queue(self) -> None:
+        """Run queued work, oldest first (lock held, outside callbacks); work queued while
+        it runs runs too (bounded: a channel close can fire callbacks that queue more)."""
+        queue = self._work
+        for _ in range(10000):
+            if not queue:
+                return
+            action = queue.popleft()
+            try:
+                action()
+            except BaseException as exc:
+                self.record(exc, "deferred action")
+        logger.error("deferred work keeps queueing more: %d left for the next call",
+                     len(queue))
+
+    def _run_posted(self) -> None:
+        """Inside a callback only the posted calls may run (they handle callbacks themselves);
+        deferred frees keep their place for the driving call's return."""
+        if not any(isinstance(a, _Posted) for a in self._work):
+            return
+        items = list(self._work)
+        self._work.clear()
+        for action in items:
+            if isinstance(action, _Posted):
+                action()
+            else:
+                self._work.append(action)
+
+    @property
+    def has_queued(self) -> bool:
+        """True while queued work waits (a fast-path check for callers)."""
+        return bool(self._work)
+
+    def call_or_post(self, action: Callable[[], Any],
+                     check: Callable[[], Any] | None = None) -> bool:
+        """Run ``action`` under the lock, after the work queued before it.
+
+        From inside another session's callback, while this session's lock is busy, ``action``
+        is posted instead (after ``check()``, which may raise) and this session's driving
+        thread is woken: it runs posted calls when its current poll returns.  Two sessions
+        whose hooks write to or close each other's channels would otherwise each hold their
+        own lock and wait for the other's forever.  Returns False if posted.
+        """
+        if not self.lock.acquire(not self.inside_another()):
+            if check is not None:
+                check()
+            self._work.append(_Posted(action))
+            self.wakeup()
+            return False
+        try:
+            if self._work:
+                if self.in_callback():
+                    self._run_posted()
+                else:
+                    self.run_queue()
+            action()
+        finally:
+            self.lock.release()
+        return True
+
+    def inside_another(self) -> bool:
+        """True if the calling thread is inside a libssh call of another session (it holds
+        that session's lock: waiting for this one could close a deadlock cycle)."""
+        return any(other is not self for other in getattr(_driving, "drivers", ()))
+
+    # ---- closing state (rule 7) ---------------------------------------------------------
+    @property
+    def close_requested(self) -> bool:
+        """True once the session is closing or closed, or while a thread needs the driving
+        thread out of the way (see :meth:`requesting_close`)."""
+        return self._closing or self._requesters > 0 or self._closed.is_set()
+
+    def mark_closing(self) -> None:
+        """The session is being closed: sticky, and the driving thread is woken."""
+        self._closing = True
+        self.wakeup()
+
+    @contextlib.contextmanager
+    def requesting_close(self) -> Iterator[None]:
+        """While held, the driving thread ends its batch and yields the lock at its next
+        round; concurrent requesters are counted (none undoes another's request)."""
+        with self._requesters_lock:
+            self._requesters += 1
+        self.wakeup()
+        try:
+            yield
+        finally:
+            with self._requesters_lock:
+                self._requesters -= 1
+
+    def mark_closed(self) -> None:
+        """The session is freed: drop queued work, close the pipe, release waiters."""
+        self._closing = True
+        self._work.clear()
+        self._teardown = Teardown.NONE
+        self.close_wake_pipe()
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once the session was freed."""
+        return self._closed.is_set()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until the session is freed (at most ``timeout`` s)."""
+        return self._closed.wait(timeout)
+
+    # ---- output budget (rule 8) ---------------------------------------------------------
+    @property
+    def out_unflushed(self) -> int:
+        """Bytes handed to libssh's output buffer since it was last seen empty."""
+        return int(self.out_counter[0])
+
+    @out_unflushed.setter
+    def out_unflushed(self, value: int) -> None:
+        self.out_counter[0] = value
