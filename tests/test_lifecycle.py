@@ -516,53 +516,85 @@ def test_channel_close_inside_callback_is_deferred(loopback: Loopback) -> None:
     assert (channels[0].closed, session.channels, session.is_connected) == (True, [], True)
 
 
+def _close_race_round(host_key: SshKey) -> tuple[list[BaseException], bool, bool, bool, bool,
+                                                   list[str]]:
+    """One round of the race below: (errors of the two closes, session.closed,
+    event.is_assigned, the driving thread alive, session.is_connected, its outcome)."""
+    pair = Loopback(host_key)
+    try:
+        _, session = authenticated(pair)
+        event = pair.event
+        assert event is not None
+        driving = threading.Event()
+        outcome: list[str] = []
+
+        def drive() -> None:
+            try:
+                for _ in range(10000):  # bounded; each dopoll waits at most 50 ms
+                    driving.set()
+                    if not event.session_state()[0]:
+                        break
+                    event.dopoll(0.05)
+                outcome.append("left")
+            except ValueError as exc:
+                outcome.append(str(exc))
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+        assert driving.wait(5) is True
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def close(target: Any) -> None:
+            barrier.wait(5)
+            try:
+                target.close()
+            except BaseException as exc:  # pragma: no cover - the failure we look for
+                errors.append(exc)
+
+        closers = [threading.Thread(target=close, args=(target,)) for target in (session, event)]
+        for thread in closers:
+            thread.start()
+        for thread in closers:
+            thread.join(5)
+        driver.join(5)
+        return (errors, session.closed, event.is_assigned, driver.is_alive(),
+                session.is_connected, outcome)
+    finally:
+        pair.close()
+
+
 def test_session_close_and_event_close_race(host_key: SshKey) -> None:
     """``Session.close()`` and ``SessionEvent.close()`` called at once from two threads, while
     a third drives the session: every round ends with the session closed, the event detached,
     the driving thread out of its loop, and neither close raising (the event's close request
     never undoes the session's)."""
     for round_ in range(20):
-        pair = Loopback(host_key)
-        try:
-            _, session = authenticated(pair)
-            event = pair.event
-            assert event is not None
-            driving = threading.Event()
-            outcome: list[Any] = []
+        errors, closed, assigned, alive, connected, outcome = _close_race_round(host_key)
+        assert (round_, errors, closed, assigned, alive, connected) == \
+            (round_, [], True, False, False, False)
+        assert outcome in (["left"], ["SessionEvent is closed"])
 
-            def drive() -> None:
-                try:
-                    for _ in range(10000):  # bounded; each dopoll waits at most 50 ms
-                        driving.set()
-                        if not event.session_state()[0]:
-                            break
-                        event.dopoll(0.05)
-                    outcome.append("left")
-                except ValueError as exc:
-                    outcome.append(str(exc))
 
-            driver = threading.Thread(target=drive)
-            driver.start()
-            assert driving.wait(5) is True
-            barrier = threading.Barrier(2)
-            errors: list[BaseException] = []
-
-            def close(target: Any) -> None:
-                barrier.wait(5)
-                try:
-                    target.close()
-                except BaseException as exc:  # pragma: no cover - the failure we look for
-                    errors.append(exc)
-
-            closers = [threading.Thread(target=close, args=(target,))
-                       for target in (session, event)]
-            for thread in closers:
-                thread.start()
-            for thread in closers:
-                thread.join(5)
-            driver.join(5)
-            assert (round_, errors, session.closed, event.is_assigned, driver.is_alive(),
-                    session.is_connected) == (round_, [], True, False, False, False)
-            assert outcome in (["left"], ["SessionEvent is closed"])
-        finally:
-            pair.close()
+def test_close_requests_are_counted_and_a_session_close_is_sticky() -> None:
+    """The closing state behind the race above: a close request that ends (an event's close,
+    a disconnect) never clears another one still in progress, and once the session's own
+    close started the state stays "closing" whatever ends after it."""
+    session = Session()
+    try:
+        driver = session._driver
+        first, second = driver.requesting_close(), driver.requesting_close()
+        states = [driver.close_requested]
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        states.append(driver.close_requested)  # the second request is still in progress
+        second.__exit__(None, None, None)
+        states.append(driver.close_requested)
+        with driver.requesting_close():
+            driver.mark_closing()
+        states.append(driver.close_requested)
+        assert states == [False, True, False, True]
+    finally:
+        session.close()
+    assert session._driver.closed is True

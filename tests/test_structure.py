@@ -203,9 +203,9 @@ def _private_names_defined(tree: ast.Module) -> set[str]:
                 targets = (item.targets if isinstance(item, ast.Assign) else
                            [item.target] if isinstance(item, ast.AnnAssign) else [])
                 names.update(t.id for t in targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
-                names.add(node.attr)
+        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+              and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            names.add(node.attr)
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
 
 
