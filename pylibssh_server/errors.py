@@ -8,8 +8,6 @@ from typing import Any
 from pylibssh_server._ffi import ffi, lib
 
 __all__ = [
-    "AuthenticationError",
-    "CallbackError",
     "KeyExchangeError",
     "LibSSHError",
     "SshKeyError",
@@ -32,18 +30,9 @@ class KeyExchangeError(LibSSHError):
     """``ssh_handle_key_exchange`` failed (the client went away, timed out or spoke garbage)."""
 
 
-class AuthenticationError(LibSSHError):
-    """Authentication could not complete."""
-
-
 class SshKeyError(LibSSHError):
     """A key could not be generated, imported or exported (bad file, wrong passphrase, ...)."""
 
-
-
-
-class CallbackError(LibSSHError):
-    """Raised by a driving call when a callback failed in a way that has no Python exception."""
 
 
 def get_error(obj: Any) -> str:
