@@ -25,13 +25,7 @@ from pylibssh_server.enums import (
     RequestType,
     SessionStatus,
 )
-from pylibssh_server.errors import (
-    AuthenticationError,
-    CallbackError,
-    KeyExchangeError,
-    LibSSHError,
-    SshKeyError,
-)
+from pylibssh_server.errors import KeyExchangeError, LibSSHError, SshKeyError
 from pylibssh_server.event import POLLERR, POLLHUP, POLLIN, POLLOUT, SessionEvent
 from pylibssh_server.keys import (
     AuthorizedKey,
@@ -53,10 +47,8 @@ __all__ = [
     "POLLOUT",
     "AuthMethod",
     "AuthStatus",
-    "AuthenticationError",
     "AuthorizedKey",
     "Bind",
-    "CallbackError",
     "ChannelCallbacks",
     "ChannelPump",
     "ChannelRequestType",

@@ -16,7 +16,7 @@ from typing import Any
 from pylibssh_server._ffi import ffi, lib, set_log_level
 from pylibssh_server._handle import Handle
 from pylibssh_server.enums import AuthMethod, LogLevel
-from pylibssh_server.errors import LibSSHError, SshKeyError, check_rc, get_error
+from pylibssh_server.errors import LibSSHError, SshKeyError, check_ptr, check_rc, get_error
 from pylibssh_server.hooks import MessageHook
 from pylibssh_server.keys import PathLike, SshKey
 from pylibssh_server.session import Session
@@ -117,11 +117,12 @@ class Bind(Handle):
         self._reserve_fd = -1
         self._out_of_fds = _Throttled("Bind: out of resources: connection dropped")
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        ptr = lib.ssh_bind_new()
-        if ptr == ffi.NULL:
+        try:
+            ptr = check_ptr(lib.ssh_bind_new(), "ssh_bind_new")
+        except LibSSHError:
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
-            raise LibSSHError("ssh_bind_new returned NULL", function="ssh_bind_new")
+            raise
         super().__init__(ptr)
         # accept() calls in progress: close() keeps the listening socket and the wake-up pipe
         # open until they have left their poll (several threads may accept at once).
@@ -144,22 +145,23 @@ class Bind(Handle):
                 # import never prompts, and its failure names the file.
                 try:
                     SshKey.from_private_file(path).close()
-                except SshKeyError as exc:
+                except SshKeyError as exc:  # check_rc's error, re-worded for the bind
                     raise SshKeyError(
                         f"cannot load host key {path}: not a private key, or encrypted (load "
                         "it with SshKey.from_private_file(path, passphrase) and pass key=)",
-                        function="ssh_pki_import_privkey_file", code=exc.code) from None
+                        function=exc.function, code=exc.code) from None
                 self._set_option(lib.SSH_BIND_OPTIONS_HOSTKEY, path.encode(), "HOSTKEY",
                                  hint=f"cannot load host key {path} (not a private key?)")
             if key is not None:
                 with key._lock:  # another thread may close the key meanwhile
                     if not lib.ssh_key_is_private(key._c):
                         raise ValueError("the host key must be a private key")
-                    dup = lib.ssh_key_dup(key._c)
-                rc = lib.ssh_bind_options_set(ptr, lib.SSH_BIND_OPTIONS_IMPORT_KEY, dup)
-                if rc != lib.SSH_OK:
+                    dup = check_ptr(lib.ssh_key_dup(key._c), "ssh_key_dup", exc=SshKeyError)
+                try:
+                    self._set_option(lib.SSH_BIND_OPTIONS_IMPORT_KEY, dup, "IMPORT_KEY")
+                except LibSSHError:
                     lib.ssh_key_free(dup)  # only adopted on success
-                    check_rc(rc, ptr, "ssh_bind_options_set(SSH_BIND_OPTIONS_IMPORT_KEY)")
+                    raise
             for value, option, name in (
                 (ciphers, lib.SSH_BIND_OPTIONS_CIPHERS_C_S, "CIPHERS_C_S"),
                 (ciphers, lib.SSH_BIND_OPTIONS_CIPHERS_S_C, "CIPHERS_S_C"),
@@ -187,15 +189,11 @@ class Bind(Handle):
             raise
 
     def _set_option(self, option: int, value: Any, name: str, hint: str = "") -> None:
-        rc = lib.ssh_bind_options_set(self._c, option, value)
-        if rc != lib.SSH_OK:
-            detail = get_error(self._c)
-            message = f"ssh_bind_options_set(SSH_BIND_OPTIONS_{name}) failed"
-            if hint:
-                message += f": {hint}"
-            if detail:
-                message += f" ({detail})"
-            raise LibSSHError(message, function="ssh_bind_options_set", code=rc)
+        """``ssh_bind_options_set``; a failure names the option and ``hint``."""
+        check_rc(lib.ssh_bind_options_set(self._c, option, value), self._c,
+                 "ssh_bind_options_set",
+                 message=f"ssh_bind_options_set(SSH_BIND_OPTIONS_{name}) failed"
+                         + (f": {hint}" if hint else ""))
 
     @staticmethod
     def _listen_socket(host: str, port: int, backlog: int) -> socket.socket:
@@ -335,6 +333,8 @@ class Bind(Handle):
                 session.close()
                 return None
             rc = lib.ssh_bind_accept_fd(self._ptr, session._c, fd)
+            # Not via check_rc: a failed hand-over drops one connection (logged), not an error
+            # of the caller's; the bind goes on accepting.
             error = get_error(self._ptr) if rc != lib.SSH_OK else ""
         if rc != lib.SSH_OK:
             # The fd is the session's only if libssh installed it before failing.

@@ -18,7 +18,7 @@ from typing import Any, Union
 from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle, Lock
 from pylibssh_server.enums import KeyType
-from pylibssh_server.errors import SshKeyError
+from pylibssh_server.errors import SshKeyError, check_ptr, check_rc
 
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
@@ -121,10 +121,9 @@ class SshKey(Handle):
             if keytype == -1:
                 raise ValueError("ECDSA bits must be 256, 384 or 521")
         out = ffi.new("ssh_key *")
-        rc = lib.ssh_pki_generate(keytype, bits or default_bits, out)
-        if rc != lib.SSH_OK:
-            raise SshKeyError(f"ssh_pki_generate failed for {type!r} (bits={bits})",
-                              function="ssh_pki_generate", code=rc)
+        check_rc(lib.ssh_pki_generate(keytype, bits or default_bits, out), None,
+                 "ssh_pki_generate", exc=SshKeyError,
+                 message=f"ssh_pki_generate failed for {type!r} (bits={bits})")
         return cls(out[0])
 
     @classmethod
@@ -138,11 +137,9 @@ class SshKey(Handle):
         rc = lib.ssh_pki_import_privkey_file(
             path.encode(), _import_passphrase(passphrase), ffi.NULL, ffi.NULL, out
         )
-        if rc != lib.SSH_OK:
-            raise SshKeyError(
-                f"cannot read private key {path}: not a valid key, or wrong/missing passphrase",
-                function="ssh_pki_import_privkey_file", code=rc,
-            )
+        check_rc(rc, None, "ssh_pki_import_privkey_file", exc=SshKeyError,
+                 message=f"cannot read private key {path}: not a valid key, or wrong/missing "
+                         "passphrase")
         return cls(out[0])
 
     @classmethod
@@ -152,11 +149,9 @@ class SshKey(Handle):
         rc = lib.ssh_pki_import_privkey_base64(
             _bytes(text), _import_passphrase(passphrase), ffi.NULL, ffi.NULL, out
         )
-        if rc != lib.SSH_OK:
-            raise SshKeyError(
-                "cannot import private key text: not a valid key, or wrong/missing passphrase",
-                function="ssh_pki_import_privkey_base64", code=rc,
-            )
+        check_rc(rc, None, "ssh_pki_import_privkey_base64", exc=SshKeyError,
+                 message="cannot import private key text: not a valid key, or wrong/missing "
+                         "passphrase")
         return cls(out[0])
 
     @classmethod
@@ -185,6 +180,7 @@ class SshKey(Handle):
         c_type = _c_ascii(type)
         keytype = lib.SSH_KEYTYPE_UNKNOWN if c_type is None else lib.ssh_key_type_from_name(c_type)
         if keytype == lib.SSH_KEYTYPE_UNKNOWN:
+            # Not via check_rc: this C call returns a key type, with no error code or text.
             raise SshKeyError(f"unknown public key type {type!r}",
                               function="ssh_key_type_from_name")
         c_blob = _c_ascii(blob)
@@ -193,9 +189,8 @@ class SshKey(Handle):
             rc = lib.SSH_ERROR
         else:
             rc = lib.ssh_pki_import_pubkey_base64(c_blob, keytype, out)
-        if rc != lib.SSH_OK:
-            raise SshKeyError(f"invalid {type} public key data",
-                              function="ssh_pki_import_pubkey_base64", code=rc)
+        check_rc(rc, None, "ssh_pki_import_pubkey_base64", exc=SshKeyError,
+                 message=f"invalid {type} public key data")
         return cls(out[0])
 
     @classmethod
@@ -206,10 +201,9 @@ class SshKey(Handle):
             raise SshKeyError(f"public key file not found: {path}",
                               function="ssh_pki_import_pubkey_file")
         out = ffi.new("ssh_key *")
-        rc = lib.ssh_pki_import_pubkey_file(path.encode(), out)
-        if rc != lib.SSH_OK:
-            raise SshKeyError(f"cannot read public key {path}",
-                              function="ssh_pki_import_pubkey_file", code=rc)
+        check_rc(lib.ssh_pki_import_pubkey_file(path.encode(), out), None,
+                 "ssh_pki_import_pubkey_file", exc=SshKeyError,
+                 message=f"cannot read public key {path}")
         return cls(out[0])
 
     # ---- export ------------------------------------------------------------------------
@@ -226,9 +220,8 @@ class SshKey(Handle):
             rc = lib.ssh_pki_export_privkey_file(
                 self._c, _bytes(passphrase), ffi.NULL, ffi.NULL, path.encode()
             )
-        if rc != lib.SSH_OK:
-            raise SshKeyError(f"cannot write private key to {path}",
-                              function="ssh_pki_export_privkey_file", code=rc)
+        check_rc(rc, None, "ssh_pki_export_privkey_file", exc=SshKeyError,
+                 message=f"cannot write private key to {path}")
 
     def to_private_base64(self, passphrase: str | None = None) -> str:
         """Return the private key text with ``ssh_pki_export_privkey_base64``."""
@@ -239,9 +232,8 @@ class SshKey(Handle):
             rc = lib.ssh_pki_export_privkey_base64(
                 self._c, _bytes(passphrase), ffi.NULL, ffi.NULL, out
             )
-        if rc != lib.SSH_OK:
-            raise SshKeyError("cannot export private key",
-                              function="ssh_pki_export_privkey_base64", code=rc)
+        check_rc(rc, None, "ssh_pki_export_privkey_base64", exc=SshKeyError,
+                 message="cannot export private key")
         return _take_string(out)
 
     @property
@@ -250,9 +242,8 @@ class SshKey(Handle):
         out = ffi.new("char **")
         with self._lock:
             rc = lib.ssh_pki_export_pubkey_base64(self._c, out)
-        if rc != lib.SSH_OK:
-            raise SshKeyError("cannot export public key",
-                              function="ssh_pki_export_pubkey_base64", code=rc)
+        check_rc(rc, None, "ssh_pki_export_pubkey_base64", exc=SshKeyError,
+                 message="cannot export public key")
         return _take_string(out)
 
     def authorized_key_line(self, comment: str = "") -> str:
@@ -270,18 +261,15 @@ class SshKey(Handle):
         out = ffi.new("ssh_key *")
         with self._lock:
             rc = lib.ssh_pki_export_privkey_to_pubkey(self._c, out)
-        if rc != lib.SSH_OK:
-            raise SshKeyError("cannot derive the public key",
-                              function="ssh_pki_export_privkey_to_pubkey", code=rc)
+        check_rc(rc, None, "ssh_pki_export_privkey_to_pubkey", exc=SshKeyError,
+                 message="cannot derive the public key")
         return SshKey(out[0])
 
     def copy(self) -> SshKey:
         """Return an owned duplicate (``ssh_key_dup``); use it to keep a borrowed key."""
         with self._lock:
             ptr = lib.ssh_key_dup(self._c)
-        if ptr == ffi.NULL:
-            raise SshKeyError("ssh_key_dup failed", function="ssh_key_dup")
-        return SshKey(ptr)
+        return SshKey(check_ptr(ptr, "ssh_key_dup", exc=SshKeyError))
 
     # ---- properties --------------------------------------------------------------------
     @property
@@ -326,14 +314,10 @@ class SshKey(Handle):
         length = ffi.new("size_t *")
         with self._lock:
             rc = lib.ssh_get_publickey_hash(self._c, hash_type, out, length)
-        if rc != 0:
-            raise SshKeyError("ssh_get_publickey_hash failed",
-                              function="ssh_get_publickey_hash", code=rc)
+        check_rc(rc, None, "ssh_get_publickey_hash", exc=SshKeyError)
         try:
-            text = lib.ssh_get_fingerprint_hash(hash_type, out[0], length[0])
-            if text == ffi.NULL:
-                raise SshKeyError("ssh_get_fingerprint_hash failed",
-                                  function="ssh_get_fingerprint_hash")
+            text = check_ptr(lib.ssh_get_fingerprint_hash(hash_type, out[0], length[0]),
+                             "ssh_get_fingerprint_hash", exc=SshKeyError)
             try:
                 return ffi.string(text).decode()
             finally:
@@ -687,8 +671,9 @@ def _authorized_lines(
 def _import_line_key(number: int, key_type: str, blob: str) -> SshKey:
     try:
         return SshKey._import_public(key_type, blob)
-    except SshKeyError as exc:
-        raise SshKeyError(f"authorized_keys line {number}: {exc}") from None
+    except SshKeyError as exc:  # check_rc's error, re-worded with the line number
+        raise SshKeyError(f"authorized_keys line {number}: {exc}", function=exc.function,
+                          code=exc.code) from None
 
 
 def _options_allowed(number: int, options: list[str], ignore: bool) -> bool:

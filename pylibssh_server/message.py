@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pylibssh_server._ffi import ffi, lib
 from pylibssh_server._handle import Handle
 from pylibssh_server.enums import PublicKeyState
-from pylibssh_server.errors import check_rc
+from pylibssh_server.errors import SshKeyError, check_ptr, check_rc
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
@@ -73,7 +73,7 @@ class SshMessage(Handle):
             ptr = lib.ssh_message_auth_pubkey(self._c)
             if ptr == ffi.NULL:
                 return None
-            return SshKey(lib.ssh_key_dup(ptr))
+            return SshKey(check_ptr(lib.ssh_key_dup(ptr), "ssh_key_dup", exc=SshKeyError))
 
     @property
     def auth_publickey_state(self) -> PublicKeyState:
@@ -91,7 +91,7 @@ class SshMessage(Handle):
         """``ssh_message_auth_reply_success``; marks the session authenticated."""
         with self._lock:
             check_rc(lib.ssh_message_auth_reply_success(self._c, 1 if partial else 0),
-                     self.session._ptr, "ssh_message_auth_reply_success")
+                     self.session, "ssh_message_auth_reply_success")
         self.replied = True
         if not partial:
             self.session.authenticated = True
@@ -99,14 +99,15 @@ class SshMessage(Handle):
     def auth_reply_pk_ok_simple(self) -> None:
         """``ssh_message_auth_reply_pk_ok_simple``: accept a public-key probe."""
         with self._lock:
-            check_rc(lib.ssh_message_auth_reply_pk_ok_simple(self._c), self.session._ptr,
+            check_rc(lib.ssh_message_auth_reply_pk_ok_simple(self._c), self.session,
                      "ssh_message_auth_reply_pk_ok_simple")
         self.replied = True
 
     def auth_set_methods(self, methods: int) -> None:
         """``ssh_message_auth_set_methods``: methods listed in the next failure reply."""
         with self._lock:
-            lib.ssh_message_auth_set_methods(self._c, int(methods))
+            check_rc(lib.ssh_message_auth_set_methods(self._c, int(methods)), self.session,
+                     "ssh_message_auth_set_methods")
 
     def auth_interactive_request(
         self, name: str, instruction: str, prompts: Sequence[str], echo: Sequence[bool]
@@ -121,7 +122,7 @@ class SshMessage(Handle):
         with self._lock:
             check_rc(lib.ssh_message_auth_interactive_request(
                 self._c, name.encode(), instruction.encode(), len(prompts), prompt_array,
-                echo_array), self.session._ptr, "ssh_message_auth_interactive_request")
+                echo_array), self.session, "ssh_message_auth_interactive_request")
         self.replied = True
 
     # ---- service ------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class SshMessage(Handle):
     def service_reply_success(self) -> None:
         """``ssh_message_service_reply_success``."""
         with self._lock:
-            check_rc(lib.ssh_message_service_reply_success(self._c), self.session._ptr,
+            check_rc(lib.ssh_message_service_reply_success(self._c), self.session,
                      "ssh_message_service_reply_success")
         self.replied = True
 
@@ -162,13 +163,10 @@ class SshMessage(Handle):
             The new channel, owned through the session.
         """
         from pylibssh_server.channel import SshChannel
-        from pylibssh_server.errors import LibSSHError
 
         with self._lock:
-            ptr = lib.ssh_message_channel_request_open_reply_accept(self._c)
-            if ptr == ffi.NULL:
-                raise LibSSHError("ssh_message_channel_request_open_reply_accept returned NULL",
-                                  function="ssh_message_channel_request_open_reply_accept")
+            ptr = check_ptr(lib.ssh_message_channel_request_open_reply_accept(self._c),
+                            "ssh_message_channel_request_open_reply_accept", self.session)
             self.replied = True
             return SshChannel(self.session, ptr)
 
@@ -185,7 +183,7 @@ class SshMessage(Handle):
     def channel_request_reply_success(self) -> None:
         """``ssh_message_channel_request_reply_success``."""
         with self._lock:
-            check_rc(lib.ssh_message_channel_request_reply_success(self._c), self.session._ptr,
+            check_rc(lib.ssh_message_channel_request_reply_success(self._c), self.session,
                      "ssh_message_channel_request_reply_success")
         self.replied = True
 
@@ -202,18 +200,23 @@ class SshMessage(Handle):
         """``ssh_message_global_request_reply_success``."""
         with self._lock:
             check_rc(lib.ssh_message_global_request_reply_success(self._c, bound_port),
-                     self.session._ptr, "ssh_message_global_request_reply_success")
+                     self.session, "ssh_message_global_request_reply_success")
         self.replied = True
 
     def reply_default(self) -> None:
         """Send libssh's default (negative) reply (``ssh_message_reply_default``)."""
         with self._lock:
-            lib.ssh_message_reply_default(self._c)
+            check_rc(lib.ssh_message_reply_default(self._c), self.session,
+                     "ssh_message_reply_default")
         self.replied = True
 
     def _reply_default_if_unanswered(self) -> None:
         if not self.replied and self._ptr is not None:
-            self.reply_default()
+            with self._lock:
+                # Not via check_rc: called from a trampoline that cannot raise; a failed send
+                # leaves the session in libssh's error state, where its driving loop sees it.
+                lib.ssh_message_reply_default(self._c)
+            self.replied = True
 
     def __repr__(self) -> str:
         with self._lock:
