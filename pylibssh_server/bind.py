@@ -468,9 +468,6 @@ class Bind(Handle):
                         pass
             self._wake_r = self._wake_w = self._reserve_fd = -1
 
-    def _free(self, ptr: Any) -> None:  # pragma: no cover - close() is overridden
-        raise AssertionError
-
     def __repr__(self) -> str:
         state = "open" if getattr(self, "_ptr", None) is not None and \
             not getattr(self, "_closing", True) else "closed"

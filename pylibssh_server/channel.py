@@ -359,7 +359,8 @@ class SshChannel(Handle):
             if self._phase is _Phase.EOF_QUEUED:
                 raise ValueError("cannot write to an SshChannel after send_eof()")
             if self.write_error is not None:
-                # The failure was libssh's, at an earlier flush: say so again, naming it.
+                # libssh's failure came at an earlier flush (its rc is gone): say so again,
+                # naming the call, instead of queueing bytes that cannot be sent.
                 raise LibSSHError(f"channel write failed earlier: {self.write_error}",
                                   function="ssh_channel_write")
             if data:

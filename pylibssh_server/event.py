@@ -103,10 +103,9 @@ class SessionEvent(Handle):
                 lib.ssh_event_remove_fd(ptr, driver.wake_r)
                 lib.ssh_event_free(ptr)
                 self._ptr = None
-                raise LibSSHError(
+                check_rc(rc, None, "ssh_event_add_session", message=(
                     "ssh_event_add_session failed: call session.handle_key_exchange() first "
-                    "(libssh has no poll context for a session before its key exchange starts)",
-                    function="ssh_event_add_session", code=rc)
+                    "(libssh has no poll context for a session before its key exchange starts)"))
             driver.event = self
 
     @property

@@ -21,7 +21,7 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 from pylibssh_server._ffi import ffi, lib
-from pylibssh_server.errors import LibSSHError
+from pylibssh_server.errors import check_rc
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
@@ -195,8 +195,7 @@ class ChannelSink(_FdPipe):
             rc = lib.pylibssh_sink_attach(c, self._attached)
             if rc != lib.SSH_OK:
                 self._discard_fd()
-                raise LibSSHError("ssh_add_channel_callbacks failed",
-                                  function="ssh_add_channel_callbacks", code=rc)
+                check_rc(rc, None, "ssh_add_channel_callbacks")
             channel._add_pipe(self)
 
     @property

@@ -220,9 +220,10 @@ class Session(Handle):
             with self._driver.driving():
                 rc = lib.ssh_handle_key_exchange(ptr)
                 error = get_error(ptr) if rc != lib.SSH_OK else ""
-        if rc != lib.SSH_OK:
-            raise KeyExchangeError(f"ssh_handle_key_exchange failed (rc={rc}): {error}",
-                                   function="ssh_handle_key_exchange", code=rc)
+        # libssh's text was read inside the call: a close deferred to its end may have freed
+        # the session since.
+        check_rc(rc, None, "ssh_handle_key_exchange", exc=KeyExchangeError,
+                 message=f"ssh_handle_key_exchange failed (rc={rc}): {error}")
 
     def _kex_nonblocking(self, deadline: float | None) -> None:
         driver = self._driver
@@ -241,9 +242,10 @@ class Session(Handle):
                     flags = lib.ssh_get_poll_flags(ptr)
             if rc == lib.SSH_OK:
                 return
-            if rc != lib.SSH_AGAIN:
-                raise KeyExchangeError(f"ssh_handle_key_exchange failed (rc={rc}): {error}",
-                                       function="ssh_handle_key_exchange", code=rc)
+            check_rc(rc, None, "ssh_handle_key_exchange", exc=KeyExchangeError,
+                     ok=(lib.SSH_AGAIN,),
+                     message=f"ssh_handle_key_exchange failed (rc={rc}): {error}")
+            # The rest are our own limits on the wait, not libssh failures: no rc to check.
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise KeyExchangeError("ssh_handle_key_exchange timed out",
