@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Optional
 
-from pylibssh_server._ffi import ffi, lib, require_feature
+from pylibssh_server._ffi import features, ffi, lib, require_feature
 
 __all__ = [
     "CHANNEL_FIELDS",
@@ -62,7 +62,9 @@ CHANNEL_FIELDS: Mapping[str, str] = {
     "on_open_response": "channel_open_response_function",
 }
 
-#: Fields older libssh headers lack: the C preamble sets them (feature name, setter).
+#: Fields older libssh headers lack: the C preamble sets them (feature name, setter).  Where
+#: the feature is missing, the server's two are fed from the message path instead (see
+#: ``ServerTable._attach``); the channel's open-response has no such path.
 _NEWER_FIELDS: Mapping[str, tuple[str, Callable[[Any, int], None]]] = {
     "auth_kbdint_function": ("server_kbdint_callback", lib.pylibssh_server_cb_set_kbdint),
     "channel_open_request_direct_tcpip_function": (
@@ -70,6 +72,12 @@ _NEWER_FIELDS: Mapping[str, tuple[str, Callable[[Any, int], None]]] = {
     "channel_open_response_function": (
         "channel_open_response", lib.pylibssh_channel_cb_set_open_response),
 }
+
+#: Server hooks whose C field is missing from this libssh (before 0.12): the session's message
+#: callback routes their requests to them (``_trampolines``), with libssh 0.12's semantics.
+ROUTED_HOOKS: frozenset[str] = frozenset(
+    hook for hook in ("on_auth_kbdint", "on_channel_open_request_direct_tcpip")
+    if not features[_NEWER_FIELDS[SERVER_FIELDS[hook]][0]])
 
 
 class Target:
@@ -127,13 +135,16 @@ class SessionTarget:
     (``ssh_set_message_callback``, ``ssh_callbacks_struct``)."""
 
     __slots__ = ("driver", "global_hook", "global_userdata", "message_hook",
-                 "message_userdata", "session")
+                 "message_userdata", "routed", "server", "session")
     session: Any
     driver: Any
     message_hook: Hook
     message_userdata: Any
     global_hook: Hook
     global_userdata: Any
+    #: The server callbacks' target, and which of its hooks the message path feeds.
+    server: Target | None
+    routed: frozenset[str]
 
     def __init__(self, session: Any, driver: Any) -> None:
         self.session = session
@@ -142,11 +153,15 @@ class SessionTarget:
         self.message_userdata = None
         self.global_hook = None
         self.global_userdata = None
+        self.server = None
+        self.routed = frozenset()
 
     def clear(self) -> None:
         """Forget the hooks (after ``ssh_free``: libssh calls back no more)."""
         self.message_hook = self.global_hook = None
         self.message_userdata = self.global_userdata = None
+        self.server = None
+        self.routed = frozenset()
 
 
 class CallbackTable:
@@ -189,9 +204,9 @@ class CallbackTable:
         if current is not None and current is not owner:
             raise ValueError(f"these {type(self).__name__} are already set on another {kind}")
 
-    def _install(self) -> None:
+    def _install(self, skip: frozenset[str] = frozenset()) -> None:
         for name, fn in self._target.hooks.items():
-            if fn is not None:
+            if fn is not None and name not in skip:
                 self._set_field(self._fields[name], True)
 
     def _set_field(self, field: str, on: bool) -> None:
@@ -211,12 +226,16 @@ class ServerTable(CallbackTable):
     _ctype = "struct ssh_server_callbacks_struct"
     _fields = SERVER_FIELDS
 
-    def _attach(self, session: Any, driver: Any) -> Any:
-        """Bind to ``session`` and install the trampolines; returns the C struct."""
+    def _attach(self, session: Any, driver: Any, session_target: SessionTarget) -> Any:
+        """Bind to ``session`` and install the trampolines; returns the C struct.  Hooks this
+        libssh has no field for go to ``session_target``, for its message path to feed."""
         self._claim(session, "Session")
         target = self._target
         target.session, target.driver = session, driver
-        self._install()
+        self._install(skip=ROUTED_HOOKS)
+        session_target.server = target
+        session_target.routed = frozenset(
+            hook for hook in ROUTED_HOOKS if target.hooks[hook] is not None)
         return self._struct
 
 

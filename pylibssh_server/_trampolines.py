@@ -19,12 +19,19 @@
    reads and writes) runs deferred actions (closes requested inside callbacks) after libssh
    returns, then re-raises the stored exception, so the user's traceback is never lost.
 
+The version split lives here too: before libssh 0.12 the server callbacks struct has no
+keyboard-interactive or direct-tcpip field, so the message trampoline first offers each message
+to :func:`_route`, which feeds those two ``ServerCallbacks`` hooks exactly as libssh 0.12 calls
+them (``ssh_execute_server_request`` in its ``src/messages.c``); code above this layer sees one
+hook on every version.
+
 This module is imported once by the package (it registers the ``def_extern`` functions) and
 by no other module.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pylibssh_server._binding import ChannelTarget, SessionTarget, Target
@@ -36,9 +43,12 @@ from pylibssh_server.message import SshMessage
 
 __all__: list[str] = []
 
+logger: logging.Logger = logging.getLogger("pylibssh_server")
+
 DENY_AUTH: int = lib.SSH_AUTH_DENIED
 DENY_REQUEST = 1  # channel requests: 0 accepts, anything else refuses
 DEFAULT_REPLY = 1  # message callback: 1 lets libssh send the default (negative) reply
+REPLIED = 0  # message callback: the reply was sent (libssh only frees the message)
 
 
 def _str(ptr: Any) -> str:
@@ -349,6 +359,10 @@ def _channel_open_response_function_cb(
 @ffi.def_extern(error=DEFAULT_REPLY)
 def _message_function_cb(session: Any, message: Any, userdata: Any) -> int:
     target: SessionTarget = ffi.from_handle(userdata)
+    if target.routed:
+        routed = _route(target, message)
+        if routed is not None:
+            return routed
     hook = target.message_hook
     if hook is None:
         return DEFAULT_REPLY
@@ -381,3 +395,67 @@ def _global_request_function_cb(session: Any, message: Any, userdata: Any) -> No
 def _event_fd_cb(fd: int, revents: int, userdata: Any) -> int:
     ffi.from_handle(userdata).fire(fd, revents)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The version split: two server hooks fed from the message path before libssh 0.12.
+
+
+def _route(target: SessionTarget, message: Any) -> int | None:
+    """Give ``message`` to the ``ServerCallbacks`` hook libssh 0.12 would call for it: the
+    message callback's result if a hook took it, None if it goes on to the message callback."""
+    kind = lib.ssh_message_type(message)
+    if kind == lib.SSH_REQUEST_AUTH:
+        if "on_auth_kbdint" in target.routed and \
+                lib.ssh_message_subtype(message) == lib.SSH_AUTH_METHOD_INTERACTIVE:
+            return _route_kbdint(target, message)
+    elif kind == lib.SSH_REQUEST_CHANNEL_OPEN and \
+            "on_channel_open_request_direct_tcpip" in target.routed and \
+            lib.ssh_message_subtype(message) == lib.SSH_CHANNEL_DIRECT_TCPIP:
+        return _route_direct_tcpip(target, message)
+    return None
+
+
+def _route_kbdint(target: SessionTarget, message: Any) -> int:
+    """``on_auth_kbdint`` for the initial request and every INFO_RESPONSE.  As libssh 0.12:
+    SUCCESS and PARTIAL are answered ``ssh_message_auth_reply_success(msg, partial)``, INFO
+    with nothing (the hook sent the INFO_REQUEST), anything else with the default reply (a
+    USERAUTH_FAILURE listing the session's methods)."""
+    server = target.server
+    assert server is not None
+    hook = server.hooks["on_auth_kbdint"]
+    msg = SshMessage(message, target.session)
+    try:
+        rc = _to_auth(target.driver.call("on_auth_kbdint", DENY_AUTH, hook, target.session,
+                                         msg, server.userdata))
+    finally:
+        msg._invalidate()
+    _note_auth(server, rc, target.session.user or "")
+    if rc in (lib.SSH_AUTH_SUCCESS, lib.SSH_AUTH_PARTIAL):
+        lib.ssh_message_auth_reply_success(message, 1 if rc == lib.SSH_AUTH_PARTIAL else 0)
+        return REPLIED
+    return REPLIED if rc == lib.SSH_AUTH_INFO else DEFAULT_REPLY
+
+
+def _route_direct_tcpip(target: SessionTarget, message: Any) -> int:
+    """``on_channel_open_request_direct_tcpip``: a channel it returns is confirmed
+    (``ssh_message_channel_request_open_reply_accept_channel``); None, a wrong type or an
+    exception refuses with the default reply (OPEN_FAILURE)."""
+    server = target.server
+    assert server is not None
+    hook = server.hooks["on_channel_open_request_direct_tcpip"]
+    channel = target.driver.call(
+        "on_channel_open_request_direct_tcpip", None, hook, target.session,
+        _str(lib.ssh_message_channel_request_open_destination(message)),
+        int(lib.ssh_message_channel_request_open_destination_port(message)),
+        _str(lib.ssh_message_channel_request_open_originator(message)),
+        int(lib.ssh_message_channel_request_open_originator_port(message)),
+        server.userdata)
+    ptr = _channel_ptr(server, channel)
+    if ptr == ffi.NULL:
+        return DEFAULT_REPLY
+    # As libssh 0.12: a failed confirmation is only logged and the message counts as handled
+    # (the session is broken then, and the channel stays unopened).
+    if lib.ssh_message_channel_request_open_reply_accept_channel(message, ptr) != lib.SSH_OK:
+        logger.debug("ssh_message_channel_request_open_reply_accept_channel failed")
+    return REPLIED

@@ -54,10 +54,13 @@ class ServerCallbacks(ServerTable):
     - ``on_service_request(session, service, userdata) -> bool``: True accepts.  A refusal
       makes libssh disconnect inside the dispatch, so an exception here still *accepts*.
     - ``on_channel_open_request_session(session, userdata) -> SshChannel | None``
-    - ``on_auth_kbdint(session, message: SshMessage, userdata) -> AuthStatus`` (libssh >= 0.12;
-      use the message callback on older versions)
+    - ``on_auth_kbdint(session, message: SshMessage, userdata) -> AuthStatus``
     - ``on_channel_open_request_direct_tcpip(session, host, port, orig_host, orig_port,
-      userdata) -> SshChannel | None`` (libssh >= 0.12)
+      userdata) -> SshChannel | None``
+
+    The last two are libssh >= 0.12 callbacks; on older libssh the session feeds them from its
+    message callback with libssh 0.12's replies, and a message callback never sees those
+    messages.
 
     Auth hooks returning True mean success, False/None denied; any exception denies.
     """

@@ -158,9 +158,11 @@ class Session(Handle):
         (``ssh_set_server_callbacks``); the session keeps them alive."""
         with self._lock:
             ptr = self._c
-            struct = callbacks._attach(self, self._driver)
+            struct = callbacks._attach(self, self._driver, self._target)
             check_rc(lib.ssh_set_server_callbacks(ptr, struct), ptr, "ssh_set_server_callbacks")
             self._server_callbacks = callbacks
+            # Before libssh 0.12 two of the hooks are fed from the message callback.
+            self._install_message_callback()
 
     def set_message_callback(self, callback: _MessageHook | None, userdata: Any = None) -> None:
         """Handle requests no server callback covers (``ssh_set_message_callback``).
@@ -170,13 +172,17 @@ class Session(Handle):
         borrowed: it is freed by libssh when the callback returns.
         """
         with self._lock:
-            ptr = self._c
             self._target.message_hook = callback
             self._target.message_userdata = userdata
-            if callback is None:
-                lib.ssh_set_message_callback(ptr, ffi.NULL, ffi.NULL)
-            else:
-                lib.ssh_set_message_callback(ptr, lib._message_function_cb, self._target_handle)
+            self._install_message_callback()
+
+    def _install_message_callback(self) -> None:
+        """The C message callback on while a hook needs it (lock held)."""
+        ptr = self._c
+        if self._target.message_hook is None and not self._target.routed:
+            lib.ssh_set_message_callback(ptr, ffi.NULL, ffi.NULL)
+        else:
+            lib.ssh_set_message_callback(ptr, lib._message_function_cb, self._target_handle)
 
     def set_global_request_callback(
         self, callback: _MessageHook | None, userdata: Any = None

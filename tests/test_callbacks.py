@@ -32,7 +32,6 @@ from pylibssh_server import (
     SshChannel,
     SshKey,
     SshMessage,
-    features,
 )
 
 
@@ -494,14 +493,16 @@ def test_hook_validation() -> None:
         ChannelCallbacks(on_exec_request="echo")
 
 
-def test_version_gated_hooks() -> None:
-    """Hooks that need a newer libssh raise NotImplementedError naming the version when set
-    on a session (the kbd-interactive server callback needs 0.12)."""
-    callbacks = ServerCallbacks(on_auth_kbdint=lambda sess, msg, ud: AuthStatus.DENIED)
+def test_newer_server_hooks_on_every_version() -> None:
+    """The kbd-interactive and direct-tcpip server hooks (libssh 0.12 callbacks) can be set
+    on every libssh version: before 0.12 they are fed from the message path instead of
+    raising NotImplementedError (tests/test_routing.py drives them with real clients)."""
+    kbdint = lambda sess, msg, ud: AuthStatus.DENIED  # noqa: E731
+    direct = lambda sess, host, port, orig_host, orig_port, ud: None  # noqa: E731
+    callbacks = ServerCallbacks(on_auth_kbdint=kbdint,
+                                on_channel_open_request_direct_tcpip=direct)
     with Session() as session:
-        if features["server_kbdint_callback"]:
-            session.set_server_callbacks(callbacks)
-        else:
-            with pytest.raises(NotImplementedError,
-                               match=r"^server_kbdint_callback needs libssh >= 0\.12\.0;"):
-                session.set_server_callbacks(callbacks)
+        session.set_server_callbacks(callbacks)
+        assert session._server_callbacks is callbacks
+    assert (callbacks.hooks["on_auth_kbdint"], callbacks.hooks[
+        "on_channel_open_request_direct_tcpip"]) == (kbdint, direct)
