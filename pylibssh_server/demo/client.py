@@ -33,7 +33,6 @@ from pylibssh_server import (
     SessionEvent,
     SshChannel,
     SshMessage,
-    features,
 )
 from pylibssh_server.demo.authpolicy import AuthPolicy
 from pylibssh_server.demo.channels import MAX_UNREAD_INPUT, ForwardChannel, SessionChannel
@@ -325,12 +324,8 @@ class DemoClient:
     def _on_message(self, session: Session, msg: SshMessage, userdata: Any) -> bool:
         mtype, subtype = msg.type, msg.subtype
         self.log("message_request", (mtype, subtype))
-        if mtype == RequestType.AUTH and subtype == AuthMethod.INTERACTIVE:
-            return self._kbdint(msg)
         if mtype == RequestType.AUTH:
             return self.auth.refuse_unserved(msg)
-        if mtype == RequestType.CHANNEL_OPEN and subtype == ChannelType.DIRECT_TCPIP:
-            return self._direct_tcpip(msg)
         if mtype == RequestType.GLOBAL:
             return self._global_request(msg)
         if mtype == RequestType.CHANNEL and subtype == ChannelRequestType.X11:
@@ -338,55 +333,30 @@ class DemoClient:
             return False  # refused: X11 is not served
         return False
 
-    # ---- the libssh version split -------------------------------------------------------
-    # libssh >= 0.12 has server callbacks for keyboard-interactive and direct-tcpip; older
-    # versions reach the message callback instead.  Both paths log the same events and end
-    # in the same policy (AuthPolicy.kbdint_step, _forward_target).
+    # keyboard-interactive and direct-tcpip are ServerCallbacks hooks on every libssh (before
+    # 0.12 the wrapper feeds them from the message path): they log the message_request the
+    # message callback logs for every other request.
     def _server_callbacks(self) -> ServerCallbacks:
         auth = self.auth
-        newer: dict[str, Any] = {}
-        if features["server_kbdint_callback"]:
-            newer["on_auth_kbdint"] = self._on_auth_kbdint
-        if features["server_direct_tcpip_callback"]:
-            newer["on_channel_open_request_direct_tcpip"] = self._on_direct_tcpip
         return ServerCallbacks(
             on_auth_none=auth.on_auth_none,
             on_auth_password=auth.on_auth_password,
             on_auth_pubkey=auth.on_auth_pubkey,
             on_service_request=self._on_service_request,
             on_channel_open_request_session=self._on_channel_open,
-            **newer,
+            on_auth_kbdint=self._on_auth_kbdint,
+            on_channel_open_request_direct_tcpip=self._on_direct_tcpip,
         )
 
-    def _kbdint(self, msg: SshMessage) -> bool:
-        """Keyboard-interactive through the message API (libssh 0.10/0.11)."""
-        step = self.auth.kbdint_step(msg)
-        if step == AuthStatus.SUCCESS:
-            msg.auth_reply_success()
-        elif step == AuthStatus.PARTIAL:
-            msg.auth_reply_success(partial=True)  # lists the methods the policy set
-        elif step == AuthStatus.DENIED:
-            msg.auth_set_methods(int(self.auth.allowed_methods()))
-            return False
-        return True
-
     def _on_auth_kbdint(self, session: Session, msg: SshMessage, userdata: Any) -> AuthStatus:
-        """Keyboard-interactive through the server callback (libssh >= 0.12)."""
+        """``ServerCallbacks.on_auth_kbdint``: one keyboard-interactive message."""
         self.log("message_request", (int(RequestType.AUTH), int(AuthMethod.INTERACTIVE)))
         return self.auth.kbdint_step(msg)
 
-    def _direct_tcpip(self, msg: SshMessage) -> bool:
-        """direct-tcpip through the message API (libssh 0.10/0.11)."""
-        host, port = msg.destination
-        sock = self._forward_target(host or "", port)
-        if sock is None:
-            return False
-        self._start_forward(msg.channel_open_reply_accept(), sock)
-        return True
-
     def _on_direct_tcpip(self, session: Session, host: str, port: int, orig_host: str,
                          orig_port: int, userdata: Any) -> SshChannel | None:
-        """direct-tcpip through the server callback (libssh >= 0.12)."""
+        """``ServerCallbacks.on_channel_open_request_direct_tcpip``: a new channel forwarding
+        to ``host:port``, or None to refuse."""
         self.log("message_request", (int(RequestType.CHANNEL_OPEN), int(ChannelType.DIRECT_TCPIP)))
         sock = self._forward_target(host, port)
         if sock is None:
