@@ -181,6 +181,31 @@ class _Posted:
             pass  # its object was closed meanwhile: the call is void, as it would be now
 
 
+class _Driving:
+    """``with driver.driving():`` (state is the driver's, so one object serves nesting)."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+
+    def __enter__(self) -> None:
+        self._driver._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._driver._leave():
+            self._driver._finish()
+
+
+class _Marked(_Driving):
+    """``with driver.marked():``: bookkeeping only."""
+
+    __slots__ = ()
+
+    def __exit__(self, *exc: object) -> None:
+        self._driver._leave()
+
+
 class Driver:
     """The driving context of one session (see the module docstring for the rules).
 
@@ -224,6 +249,9 @@ class Driver:
         self.channels: list[Any] = []
         #: The ``SessionEvent`` polling the session (and the wake-up pipe), if any.
         self.event: Any = None
+        # Plain objects, not generator context managers: they wrap every poll.
+        self._driving = _Driving(self)
+        self._marked = _Marked(self)
 
     # ---- wake-up pipe (rule 4) ----------------------------------------------------------
     def wakeup(self) -> None:
@@ -294,26 +322,15 @@ class Driver:
         _driving.drivers.remove(self)
         return True
 
-    @contextlib.contextmanager
-    def driving(self) -> Iterator[None]:
+    def driving(self) -> _Driving:
         """Around a C call that may run callbacks (lock held by the caller).  The outermost
         one then runs the queued work, settles, and re-raises a stored exception."""
-        self._enter()
-        try:
-            yield
-        finally:
-            if self._leave():
-                self._finish()
+        return self._driving
 
-    @contextlib.contextmanager
-    def marked(self) -> Iterator[None]:
+    def marked(self) -> _Marked:
         """Around a C call that may run callbacks, bookkeeping only: queued work and the
         stored exception wait for the enclosing (or the next) driving call."""
-        self._enter()
-        try:
-            yield
-        finally:
-            self._leave()
+        return self._marked
 
     def _finish(self) -> None:
         self.run_queue()
