@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: MIT
-"""A keyboard-interactive + exec server: kbd-interactive auth through the message API.
+"""A keyboard-interactive + exec server: kbd-interactive auth through ``on_auth_kbdint``.
 
     python examples/kbdint_server.py --port 2222
     ssh -p 2222 -o StrictHostKeyChecking=no user@127.0.0.1 hello world
     (answer "foo" to "Password: " and "bar" to "Token: ")
 
-libssh < 0.12 has no server callback for keyboard-interactive auth, so it arrives in the
-message callback: the first request is answered with both prompts (INFO_REQUEST), the
-client's INFO_RESPONSE comes back as a second message.  Only ``keyboard-interactive`` is
-advertised; any other method falls to libssh's default reply, a failure.  Exec requests are
-answered as in ``echo_server.py``.
+The hook sees the first request and then each INFO_RESPONSE: it answers the first with both
+prompts (``AuthStatus.INFO``: the INFO_REQUEST is sent) and the response with SUCCESS or
+DENIED.  The same hook works on every libssh: 0.12 calls it itself, older versions reach it
+through the session's message path.  Only ``keyboard-interactive`` is advertised; any other
+method falls to libssh's default reply, a failure.  Exec requests are answered as in
+``echo_server.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from echo_server import drive, open_echo_channel, run
 
-from pylibssh_server import AuthMethod, RequestType, ServerCallbacks, Session, SshMessage
+from pylibssh_server import AuthMethod, AuthStatus, ServerCallbacks, Session, SshMessage
 
 PROMPTS = ("Password: ", "Token: ")
 
@@ -30,22 +31,18 @@ def serve_client(session: Session, answers: tuple[str, str]) -> None:
     # libssh returns no user name on the INFO_RESPONSE message: remember the request's.
     state: dict[str, Any] = {"user": None}
 
-    def on_message(sess: Session, msg: SshMessage, userdata: object) -> bool:
-        if msg.type != RequestType.AUTH or msg.subtype != AuthMethod.INTERACTIVE:
-            return False  # default reply: failure, listing the advertised methods
+    def on_kbdint(sess: Session, msg: SshMessage, userdata: object) -> AuthStatus:
         if not msg.auth_kbdint_is_response:
             state["user"] = msg.auth_user
             msg.auth_interactive_request("pylibssh_server", "Answer both prompts.",
                                          PROMPTS, [False, False])
-            return True
-        if tuple(sess.kbdint_answers()) != answers:
-            return False
+            return AuthStatus.INFO
         sess.user = state["user"]
-        msg.auth_reply_success()
-        return True
+        return AuthStatus.SUCCESS if tuple(sess.kbdint_answers()) == answers \
+            else AuthStatus.DENIED
 
-    session.set_message_callback(on_message)
-    drive(session, ServerCallbacks(on_channel_open_request_session=open_echo_channel),
+    drive(session, ServerCallbacks(on_auth_kbdint=on_kbdint,
+                                   on_channel_open_request_session=open_echo_channel),
           AuthMethod.INTERACTIVE)
 
 

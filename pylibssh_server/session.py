@@ -18,7 +18,6 @@ from pylibssh_server.errors import KeyExchangeError, check_ptr, check_rc, get_er
 
 if TYPE_CHECKING:
     from pylibssh_server.channel import SshChannel
-    from pylibssh_server.event import SessionEvent
 
 #: ``callback(session, message: SshMessage, userdata) -> bool | None``
 #: (``pylibssh_server.hooks.MessageHook``; spelled out here, below the module that defines it).
@@ -419,9 +418,10 @@ class Session(Handle):
         return self._driver.channels
 
     @property
-    def _event(self) -> SessionEvent | None:
-        event: SessionEvent | None = self._driver.event
-        return event
+    def _event(self) -> Any:
+        """The ``SessionEvent`` driving this session, or None (kept by the driver: the event
+        module imports this one, not the other way round)."""
+        return self._driver.event
 
     def __del__(self) -> None:
         if getattr(self, "_owning", False) and getattr(self, "_ptr", None) is not None:
