@@ -302,11 +302,6 @@ class Driver:
         """True if the calling thread is inside a libssh call on this session."""
         return self._depth > 0 and self._thread == threading.get_ident()
 
-    @property
-    def busy(self) -> bool:
-        """True while some thread is inside a libssh call on this session."""
-        return self._depth > 0
-
     def _enter(self) -> None:
         if self._depth == 0:
             self._thread = threading.get_ident()
@@ -333,7 +328,8 @@ class Driver:
         return self._marked
 
     def _finish(self) -> None:
-        self.run_queue()
+        if self._work:
+            self.run_queue()
         teardown, self._teardown = self._teardown, Teardown.NONE
         try:
             self._settle(teardown)
@@ -372,11 +368,6 @@ class Driver:
         else:
             logger.error("further exception in %s (first one is re-raised)", where,
                          exc_info=exc)
-
-    @property
-    def failed(self) -> bool:
-        """True while an exception waits to be re-raised."""
-        return self._exception is not None
 
     def end_batch(self) -> None:
         """Make the C poll loop return after the current round."""
@@ -467,7 +458,7 @@ class Driver:
     def close_requested(self) -> bool:
         """True once the session is closing or closed, or while a thread needs the driving
         thread out of the way (see :meth:`requesting_close`)."""
-        return self._closing or self._requesters > 0 or self._closed.is_set()
+        return self._closing or self._requesters > 0  # mark_closed() sets _closing too
 
     def mark_closing(self) -> None:
         """The session is being closed: sticky, and the driving thread is woken."""
