@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """``ServerCallbacks.on_auth_kbdint`` and ``on_channel_open_request_direct_tcpip`` on whatever
 libssh runs: libssh >= 0.12 calls them from its server callbacks, older versions get them fed
-from the message path (``pylibssh_server._routing``).  Every test here passes on both, with the
+from the message path (``pylibssh_server._trampolines``).  Every test here passes on both, with the
 same client-visible replies, the same ``Session`` bookkeeping, the fail-closed protocol for a
 raising hook, and a user message callback that sees every other message but never these.
 """
