@@ -19,9 +19,12 @@ Lock = Union["threading.RLock", HandoffLock]
 class Handle:
     """Base for owning wrappers: a locked, idempotent ``close()``, a context manager, and ``_c``.
 
-    Subclasses implement ``_free(ptr)`` (called once, under the lock) and may override
-    ``_lock_for_instance`` to share a lock with a parent (a channel uses its session's lock,
-    because libssh sessions and their channels are single-threaded objects).
+    Simple owners (a key) implement ``_free(ptr)``, called once under the lock.  A bind (its
+    accept loop and wake-up pipe) and a session with what hangs off it (channels, event)
+    override ``close()`` instead: their teardown has an order to keep and may have to wait for
+    another thread.  A session's objects pass the
+    session's lock (``Driver.lock``) as ``lock``, since libssh sessions and their channels are
+    single-threaded objects.
 
     Borrowed wrappers (``owning=False``) never free their pointer and refuse ``close()``.
     """
