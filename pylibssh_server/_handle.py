@@ -22,9 +22,8 @@ class Handle:
     Simple owners (a key) implement ``_free(ptr)``, called once under the lock.  A bind (its
     accept loop and wake-up pipe) and a session with what hangs off it (channels, event)
     override ``close()`` instead: their teardown has an order to keep and may have to wait for
-    another thread.  A session's objects pass the
-    session's lock (``Driver.lock``) as ``lock``, since libssh sessions and their channels are
-    single-threaded objects.
+    another thread.  A session's objects pass the session's lock (``Driver.lock``) as ``lock``,
+    since libssh sessions and their channels are single-threaded objects.
 
     Borrowed wrappers (``owning=False``) never free their pointer and refuse ``close()``.
     """
