@@ -424,6 +424,7 @@ C_SOURCE = r"""
 #define WITH_SERVER 1
 #include <poll.h>
 #include <stdbool.h>
+#include <time.h>
 #include <libssh/libssh.h>
 #include <libssh/server.h>
 #include <libssh/callbacks.h>
@@ -488,18 +489,45 @@ static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_st
  * stop[1] is set by the C fd pipes (pipe.py) when they moved bytes: then, when nothing is ready
  * (and the caller was willing to wait at all), one more round waits up to
  * PYLIBSSH_LINGER_MS for the stream's next bytes instead of returning to Python, which would
- * otherwise run once per few packets of a fast stream.  Returns the first round's rc. */
+ * otherwise run once per few packets of a fast stream.  And while they keep moving bytes
+ * (some in every max_rounds rounds), the batch goes on past max_rounds, up to
+ * PYLIBSSH_STREAM_MS after its first round: max_rounds 4 KiB rounds are only 256 KiB, and
+ * returning to Python (30-50 us with the owner's service()) 4 times per MiB was most of what
+ * a piped stream cost over a C server.  Python's own work waits that long at most; anything
+ * that must not wait ends the batch through stop[0].  Returns the first round's rc. */
 #define PYLIBSSH_LINGER_MS 1
+#define PYLIBSSH_STREAM_MS 5
+static long long pylibssh_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop)
 {
-    int rc, next, rounds = 1;
+    int rc, next, rounds = 1, limit = max_rounds, moved = 0, linger = 0;
+    long long start;
 
     stop[1] = 0;
     rc = ssh_event_dopoll(event, timeout);
-    while (rc == SSH_OK && rounds < max_rounds && !stop[0]) {
-        next = ssh_event_dopoll(event, 0);
-        if (next == SSH_AGAIN && timeout != 0 && stop[1] && !stop[0]) {
+    start = pylibssh_now_ms();
+    while (rc == SSH_OK && !stop[0]) {
+        if (stop[1]) {
             stop[1] = 0;
+            moved = linger = 1;
+        }
+        if (rounds >= limit) {
+            if (!moved || pylibssh_now_ms() - start >= PYLIBSSH_STREAM_MS) {
+                break;
+            }
+            moved = 0;
+            limit += max_rounds;
+        }
+        next = ssh_event_dopoll(event, 0);
+        if (next == SSH_AGAIN && timeout != 0 && linger && !stop[0]) {
+            linger = 0;
             next = ssh_event_dopoll(event, PYLIBSSH_LINGER_MS);
         }
         if (next != SSH_OK) {

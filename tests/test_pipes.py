@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from typing import Any
 
 import paramiko
@@ -150,6 +151,41 @@ def test_a_reader_that_stops_holds_the_client_in_the_window(loopback: Loopback) 
         reader(piped.sink_r, got)
         piped.poll(lambda: sent.done() and len(got) == len(data))
         assert got == data
+    finally:
+        piped.close()
+
+
+def test_one_poll_takes_a_piped_stream_past_max_rounds(loopback: Loopback) -> None:
+    """While the C sink moves bytes within every ``max_rounds`` rounds, one ``dopoll`` goes
+    on past ``max_rounds`` (for a few ms at most): with 4 rounds of libssh's 4 KiB reads a
+    call could take at most 16 KiB, here it takes what the client has already sent."""
+    piped = Piped(loopback, owned=True)
+    try:
+        channel = start(loopback, piped)
+        event = loopback.event
+        assert event is not None and piped.sink is not None
+        got = bytearray()
+        reader(piped.sink_r, got)
+        # The first bytes open the window (libssh 0.10 starts at 64000 bytes).
+        loopback.wait_done(loopback.submit(channel.sendall, b"x" * 1000))
+        piped.poll(lambda: piped.sink.bytes == 1000)
+        event.max_rounds = 4
+        packet, count = b"y" * 8000, 16  # 2 rounds a packet: bytes move in every 4 rounds
+        best = 0
+        for attempt in range(1, 4):  # fails only if the thread lost the CPU for the bound
+            before = piped.sink.bytes
+            sent = loopback.submit(lambda: [channel.sendall(packet) for _ in range(count)])
+            sent.result(TIMEOUT)
+            time.sleep(0.2)  # every packet in the server's socket
+            event.dopoll(0)
+            best = max(best, piped.sink.bytes - before)
+            total = 1000 + attempt * count * len(packet)
+            piped.poll(lambda total=total: piped.sink.bytes == total)
+            if best > 4 * 4096:
+                break
+        assert best > 4 * 4096, best
+        piped.poll(lambda: len(got) == piped.sink.bytes)
+        assert bytes(got) == b"x" * 1000 + packet * ((len(got) - 1000) // len(packet))
     finally:
         piped.close()
 
