@@ -72,7 +72,8 @@ class SessionEvent(Handle):
     """
 
     _kind = "SessionEvent"
-    #: ``dopoll`` handles up to this many rounds of already-ready events per call.
+    #: ``dopoll`` handles up to this many rounds of already-ready events per call (more, by
+    #: this many at a time for at most 5 ms, while the C fd pipes keep moving bytes).
     max_rounds = 64
 
     def __init__(self, session: Session) -> None:
@@ -227,7 +228,8 @@ class SessionEvent(Handle):
         """Wait for events and dispatch callbacks (``ssh_event_dopoll``).
 
         After the first round, further rounds run without waiting while events are ready
-        (at most :attr:`max_rounds`), then deferred work runs once.
+        (at most :attr:`max_rounds`; while C fd pipes stream, :attr:`max_rounds` more at a
+        time for at most 5 ms after the first round), then deferred work runs once.
 
         Args:
             timeout: seconds to wait at most; None waits until something happens (a wake-up
