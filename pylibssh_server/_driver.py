@@ -194,7 +194,7 @@ class _Driving:
 
     def __exit__(self, *exc: object) -> None:
         if self._driver._leave():
-            self._driver._finish()
+            self._driver._finish_driving()
 
 
 class _Marked(_Driving):
@@ -327,7 +327,7 @@ class Driver:
         stored exception wait for the enclosing (or the next) driving call."""
         return self._marked
 
-    def _finish(self) -> None:
+    def _finish_driving(self) -> None:
         if self._work:
             self.run_queue()
         teardown, self._teardown = self._teardown, Teardown.NONE
