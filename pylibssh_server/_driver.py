@@ -361,7 +361,7 @@ class Driver:
 
     def record(self, exc: BaseException, where: str) -> None:
         """Store ``exc`` for the driving call to re-raise and end the batch of poll rounds."""
-        self.stop[0] = 1
+        self.end_batch()
         if self._exception is None:
             self._exception = exc
             logger.debug("exception in %s, re-raised from the driving call", where)
@@ -406,15 +406,20 @@ class Driver:
     def _run_posted(self) -> None:
         """Inside a callback only the posted calls may run (they handle callbacks themselves);
         deferred frees keep their place for the driving call's return."""
-        if not any(isinstance(a, _Posted) for a in self._work):
+        work = self._work
+        if not any(isinstance(a, _Posted) for a in work):
             return
-        items = list(self._work)
-        self._work.clear()
-        for action in items:
-            if isinstance(action, _Posted):
-                action()
-            else:
-                self._work.append(action)
+        # popleft and extendleft only: other threads post (append) without the lock, so a
+        # copy-then-clear could drop a call posted in between.  The deferred work goes back
+        # in front, in its order, before the posted calls run and perhaps defer more.
+        kept: list[Callable[[], Any]] = []
+        posted: list[Callable[[], Any]] = []
+        for _ in range(len(work)):
+            action = work.popleft()
+            (posted if isinstance(action, _Posted) else kept).append(action)
+        work.extendleft(reversed(kept))
+        for action in posted:
+            action()
 
     @property
     def has_queued(self) -> bool:
