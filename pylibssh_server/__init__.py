@@ -36,11 +36,13 @@ from pylibssh_server.keys import (
 )
 from pylibssh_server.message import SshMessage
 from pylibssh_server.pipe import ChannelPump, ChannelSink
+from pylibssh_server.reactor import DONE, Job, Reactor, ServedSession, StepResult
 from pylibssh_server.session import Session
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DONE",
     "POLLERR",
     "POLLHUP",
     "POLLIN",
@@ -55,13 +57,16 @@ __all__ = [
     "ChannelSink",
     "ChannelType",
     "GlobalRequestType",
+    "Job",
     "KeyExchangeError",
     "KeyOptions",
     "KeyType",
     "LibSSHError",
     "LogLevel",
     "PublicKeyState",
+    "Reactor",
     "RequestType",
+    "ServedSession",
     "ServerCallbacks",
     "Session",
     "SessionEvent",
@@ -70,6 +75,7 @@ __all__ = [
     "SshKey",
     "SshKeyError",
     "SshMessage",
+    "StepResult",
     "__version__",
     "features",
     "header_version",

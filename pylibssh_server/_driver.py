@@ -47,11 +47,11 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pylibssh_server._ffi import ensure_thread_logging, ffi
 
-__all__ = ["Driver", "HandoffLock", "Teardown"]
+__all__ = ["Driver", "HandoffLock", "Teardown", "Watcher"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
@@ -63,6 +63,22 @@ _graph_lock = threading.Lock()
 _waiting: dict[int, HandoffLock] = {}
 #: Per thread: the drivers whose libssh calls (and so callbacks) the thread is inside.
 _driving = threading.local()
+
+
+class Watcher(Protocol):
+    """What a reactor loop gives a session's :class:`Driver` (see :meth:`Driver.watch`)."""
+
+    def owns_thread(self) -> bool:
+        """True on the thread that steps the session (it re-reads the fds after each step)."""
+
+    def touched(self) -> None:
+        """Another thread used the session: re-read its fds soon (thread-safe)."""
+
+    def forget(self) -> None:
+        """Stop polling the session's fds now: they are about to close (thread-safe)."""
+
+    def fd_removed(self, fd: int) -> None:
+        """Stop polling ``fd`` now: its owner removed it and may close it next."""
 
 
 class HandoffLock:
@@ -87,6 +103,9 @@ class HandoffLock:
         self._waiters = 0
         self._no_waiters = threading.Event()
         self._no_waiters.set()
+        #: Called after the last release, outside the lock (a reactor's hook, see
+        #: ``Driver.watch``).
+        self.released: Callable[[], None] | None = None
 
     @property
     def waiters(self) -> int:
@@ -139,9 +158,14 @@ class HandoffLock:
     def release(self) -> None:
         """As ``RLock.release``."""
         self._count -= 1
-        if not self._count:
-            self._owner = None
+        if self._count:
+            self._lock.release()
+            return
+        self._owner = None
         self._lock.release()
+        released = self.released
+        if released is not None:
+            released()
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -249,9 +273,35 @@ class Driver:
         self.channels: list[Any] = []
         #: The ``SessionEvent`` polling the session (and the wake-up pipe), if any.
         self.event: Any = None
+        #: The reactor loop watching this session's fds, if any (see :meth:`watch`).
+        self.watcher: Watcher | None = None
         # Plain objects, not generator context managers: they wrap every poll.
         self._driving = _Driving(self)
         self._marked = _Marked(self)
+
+    # ---- a reactor watching the session's fds -------------------------------------------
+    def watch(self, watcher: Watcher | None) -> None:
+        """Let ``watcher`` (a reactor loop) know what changes the fds it polls for us.
+
+        A reactor polls the session's socket, wake-up pipe and extra fds itself, and asks
+        for their events after each of its steps.  Between steps two things change them
+        behind its back: another thread using the session (output queued while no poll was
+        running makes libssh want POLLOUT), and fds about to close (the socket in
+        ``ssh_disconnect``/``ssh_free``, an extra fd its owner removes first).
+        """
+        self.watcher = watcher
+        self.lock.released = None if watcher is None else self._released
+
+    def _released(self) -> None:
+        watcher = self.watcher
+        if watcher is not None and not watcher.owns_thread():
+            watcher.touched()
+
+    def fds_closing(self) -> None:
+        """libssh is about to close the socket (and the wake-up pipe will follow)."""
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.forget()
 
     # ---- wake-up pipe (rule 4) ----------------------------------------------------------
     def wakeup(self) -> None:

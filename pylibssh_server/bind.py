@@ -19,6 +19,7 @@ from pylibssh_server.enums import AuthMethod, LogLevel
 from pylibssh_server.errors import LibSSHError, SshKeyError, check_ptr, check_rc, get_error
 from pylibssh_server.hooks import MessageHook
 from pylibssh_server.keys import PathLike, SshKey
+from pylibssh_server.reactor import DONE, Job, Reactor, ServedSession, StepResult
 from pylibssh_server.session import Session
 
 __all__ = ["Bind", "listen"]
@@ -26,6 +27,9 @@ __all__ = ["Bind", "listen"]
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
 SessionHandler = Callable[[Session], Any]
+#: ``on_session(session)`` for :meth:`Bind.serve`: install callbacks and return at once;
+#: None (a :class:`ServedSession` drives the session) or a :class:`Job` that drives it.
+SessionStarter = Callable[[Session], "Job | None"]
 
 #: errno values that mean "out of a resource" (fds, buffers, memory): the accept path drops the
 #: one connection it was working on and keeps listening.
@@ -129,6 +133,11 @@ class Bind(Handle):
         self._accepting = 0
         self._accept_done = threading.Condition()
         self._threads: dict[threading.Thread, Session] = {}
+        #: ``serve``: the sessions its jobs drive, the accepting job, the reactor's threads.
+        self._served: dict[Job, Session] = {}
+        self._acceptor: _Acceptor | None = None
+        self._loop_threads: frozenset[threading.Thread] = frozenset()
+        self._paused_until = 0.0
         try:
             if log_verbosity is not None:
                 set_log_level(int(log_verbosity))
@@ -311,6 +320,10 @@ class Bind(Handle):
 
     def _resource_pause(self, exc: OSError) -> None:
         self._out_of_fds.hit(exc.strerror or exc)
+        if threading.current_thread() in self._loop_threads:
+            # On a reactor thread: no sleeping; the acceptor stops polling for a while.
+            self._paused_until = time.monotonic() + RESOURCE_BACKOFF
+            return
         # The wake-up pipe ends the pause at once when close() is called.
         select.select([self._wake_r] if self._wake_r >= 0 else [], [], [], RESOURCE_BACKOFF)
 
@@ -410,7 +423,7 @@ class Bind(Handle):
         """Why a new session may not start ("" if it may)."""
         if max_sessions is None and max_unauthenticated is None:
             return ""
-        sessions = list(self._threads.values())
+        sessions = [*self._threads.values(), *self._served.values()]
         if max_sessions is not None and len(sessions) >= max_sessions:
             return f"{len(sessions)} sessions (max_sessions={max_sessions})"
         if max_unauthenticated is not None:
@@ -422,8 +435,67 @@ class Bind(Handle):
 
     @property
     def sessions(self) -> int:
-        """The number of sessions whose ``listen`` handler is running."""
-        return len(self._threads)
+        """The number of sessions whose ``listen`` handler is running or that ``serve``
+        drives."""
+        return len(self._threads) + len(self._served)
+
+    def _acceptor_fds(self) -> dict[int, int]:
+        """What ``serve``'s acceptor polls: the listening socket (unless paused after running
+        out of fds) and the wake-up pipe that ``close()`` writes to."""
+        with self._lock:
+            sock, wake_r = self._sock, self._wake_r
+            if self._closing or sock is None or wake_r < 0:
+                return {}
+            if time.monotonic() < self._paused_until:
+                return {wake_r: lib.POLLIN}
+            return {sock.fileno(): lib.POLLIN, wake_r: lib.POLLIN}
+
+    def serve(self, on_session: SessionStarter, *, reactor: Reactor | None = None,
+              wait: bool = True, max_sessions: int | None = None,
+              max_unauthenticated: int | None = None,
+              login_grace: float | None = 120.0) -> Reactor:
+        """Accept clients until the bind is closed and drive every session on a
+        :class:`Reactor`: many sessions per thread, instead of :meth:`listen`'s thread each.
+
+        ``on_session(session)`` runs on a reactor thread for each new client: it installs
+        callbacks (``set_server_callbacks``, ``set_message_callback``...) and returns at once.
+        It returns None, and a :class:`ServedSession` then runs the key exchange (at most
+        ``login_grace`` seconds) and polls the session until the client leaves; or it returns
+        its own :class:`Job` for the session; or it closes the session (refused).  Every hook
+        runs on a reactor thread: hooks must not block (see :meth:`Reactor.run_blocking`).
+        The session is closed when its job ends.
+
+        Args:
+            on_session: see above.
+            reactor: the reactor to use (yours: it stays open); default: a new one, closed
+                once the bind is closed and its sessions ended.
+            wait: block until the bind is closed and every session ended.
+            max_sessions, max_unauthenticated: as for :meth:`listen`.
+            login_grace: seconds a client has for the key exchange (ServedSession only).
+
+        Returns:
+            The reactor (useful with ``wait=False``).
+        """
+        own = reactor is None
+        if reactor is None:
+            reactor = Reactor()
+        with self._accept_done:
+            if self._closing or self._sock is None:
+                if own:
+                    reactor.close()
+                raise ValueError("Bind is closed")
+            if self._acceptor is not None:
+                raise RuntimeError("this Bind is already serving")
+            acceptor = _Acceptor(self, reactor, on_session, own, max_sessions,
+                                 max_unauthenticated, login_grace)
+            self._acceptor = acceptor
+            self._loop_threads = frozenset(reactor.threads)
+        reactor.add(acceptor)
+        if wait:
+            acceptor.sessions_ended.wait()  # set once accepting stopped and sessions ended
+            if own:
+                reactor.close()
+        return reactor
 
     def _run_handler(self, handler: SessionHandler, session: Session) -> None:
         try:
@@ -450,6 +522,9 @@ class Bind(Handle):
                     os.write(self._wake_w, b"\x01")
                 except OSError:
                     pass
+        acceptor = self._acceptor
+        if acceptor is not None:
+            acceptor.forget()  # before its fds close (their numbers may be reused at once)
         # Let concurrent accept() calls leave their poll before the fds go away.
         with self._accept_done:
             self._accept_done.wait_for(lambda: not self._accepting, 5)
@@ -472,6 +547,106 @@ class Bind(Handle):
         state = "open" if getattr(self, "_ptr", None) is not None and \
             not getattr(self, "_closing", True) else "closed"
         return f"<Bind {state} {getattr(self, 'host', None)}:{getattr(self, 'port', None)}>"
+
+
+class _Acceptor(Job):
+    """``Bind.serve``'s job: accepts clients on a reactor thread and adds a job for each."""
+
+    #: Connections accepted per step at most (the others wait for the next round).
+    BURST = 64
+
+    def __init__(self, bind: Bind, reactor: Reactor, on_session: SessionStarter, own: bool,
+                 max_sessions: int | None, max_unauthenticated: int | None,
+                 login_grace: float | None) -> None:
+        super().__init__()
+        self.bind = bind
+        self.reactor = reactor
+        self.on_session = on_session
+        self.own = own
+        self.limits = (max_sessions, max_unauthenticated)
+        self.login_grace = login_grace
+        self.refused = _Throttled("Bind.serve: connection refused")
+        self.finished = threading.Event()
+        self.sessions_ended = threading.Event()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True  # the reactor is closing: stop accepting (the bind stays open)
+        self.wake()
+
+    def poll_set(self) -> dict[int, int]:
+        return self.bind._acceptor_fds()
+
+    def step(self) -> StepResult:
+        bind = self.bind
+        for _ in range(self.BURST):
+            if not bind.is_open or self._stopping:
+                return DONE
+            left = bind._paused_until - time.monotonic()
+            if left > 0:
+                return left
+            session = bind._accept(0)
+            if session is None:
+                if not bind.is_open:
+                    return DONE
+                left = bind._paused_until - time.monotonic()
+                return left if left > 0 else None  # paused: out of fds (see _resource_pause)
+            self._start(session)
+        return 0.0
+
+    def _start(self, session: Session) -> None:
+        bind = self.bind
+        reason = bind._over_limit(*self.limits)
+        if reason:
+            self.refused.hit(f"{reason}; from {session.peer}")
+            session.close()
+            return
+        try:
+            job = self.on_session(session)
+        except Exception:
+            logger.exception("Bind.serve: on_session failed for %s", session.peer)
+            session.close()
+            return
+        if session.closed:
+            return
+        if job is None:
+            job = ServedSession(session, login_grace=self.login_grace)
+        with self._lock:
+            bind._served[job] = session
+        job.add_done_callback(self._session_ended)
+        try:
+            self.reactor.add(job)
+        except RuntimeError:  # the reactor is closing
+            with self._lock:
+                bind._served.pop(job, None)
+            session.close()
+
+    def _session_ended(self, job: Job) -> None:
+        session = self.bind._served.get(job)
+        if session is not None and not session.closed:
+            session.close()
+        with self._lock:
+            self.bind._served.pop(job, None)
+            last = not self.bind._served and self.finished.is_set()
+        if last:
+            self._all_ended()
+
+    def _all_ended(self) -> None:
+        self.sessions_ended.set()
+        if self.own:
+            self.reactor.retire()
+
+    def finish(self) -> None:
+        self.bind._acceptor = None
+        with self._lock:
+            self.finished.set()
+            last = not self.bind._served
+        if last:
+            self._all_ended()
+
+    def __repr__(self) -> str:
+        return f"<Bind.serve acceptor {self.bind!r}>"
 
 
 def listen(handler: SessionHandler, bind: Bind, *, wait: bool = True) -> None:

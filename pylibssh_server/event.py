@@ -41,9 +41,10 @@ class _FdRegistration:
     """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
 
     def __init__(self, event: SessionEvent, fd: int, handler: FdHandler | None,
-                 native: tuple[Any, Any] | None = None) -> None:
+                 native: tuple[Any, Any] | None = None, events: int = POLLIN) -> None:
         self.event = event
         self.fd = fd
+        self.events = events
         self.handler = handler
         self.handle = ffi.new_handle(self)
         self.active = True
@@ -151,7 +152,7 @@ class SessionEvent(Handle):
             self._c  # noqa: B018 - raises ValueError if closed
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
-            registration = _FdRegistration(self, fd, handler)
+            registration = _FdRegistration(self, fd, handler, events=events)
             self._fds[fd] = registration
             self._schedule(_FdOp(True, registration, events))
 
@@ -163,7 +164,7 @@ class SessionEvent(Handle):
             self._c  # noqa: B018 - raises ValueError if closed
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
-            registration = _FdRegistration(self, fd, None, (callback, userdata))
+            registration = _FdRegistration(self, fd, None, (callback, userdata), events)
             self._fds[fd] = registration
             self._schedule(_FdOp(True, registration, events))
 
@@ -177,6 +178,10 @@ class SessionEvent(Handle):
             if registration is None:
                 return
             registration.active = False
+            watcher = self._driver.watcher
+            if watcher is not None:
+                # The caller closes the fd next: a reactor must stop polling it first.
+                watcher.fd_removed(fd)
             self._schedule(_FdOp(False, registration, 0))
 
     def _schedule(self, op: _FdOp) -> None:
@@ -218,6 +223,19 @@ class SessionEvent(Handle):
             check_rc(rc, None, f"ssh_event_add_fd(fd {fd})")
         # The registration (and its userdata handle) lives as long as libssh has the fd.
         self._in_c[fd] = registration
+
+    def poll_set(self) -> dict[int, int]:
+        """What a poller must watch to drive this event from outside (``dopoll(0)`` when
+        any is ready): the session's socket and wake-up pipe (``Session.poll_set``) and
+        every extra fd, with their events.  Empty once closed."""
+        with self._lock:
+            session = self._session
+            if session is None or self._ptr is None:
+                return {}
+            fds = session.poll_set()
+            for fd, registration in self._fds.items():
+                fds[fd] = registration.events
+            return fds
 
     @property
     def fds(self) -> list[int]:

@@ -217,56 +217,94 @@ class Session(Handle):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if not lib.ssh_is_blocking(self._c):
-                return self._kex_nonblocking(deadline)
-            if timeout is not None:
-                self.set_timeout(timeout)
-            ptr = self._c
-            with self._driver.driving():
-                rc = lib.ssh_handle_key_exchange(ptr)
-                error = get_error(ptr) if rc != lib.SSH_OK else ""
+            blocking = bool(lib.ssh_is_blocking(self._c))
+            if blocking:
+                if timeout is not None:
+                    self.set_timeout(timeout)
+                ptr = self._c
+                with self._driver.driving():
+                    rc = lib.ssh_handle_key_exchange(ptr)
+                    error = get_error(ptr) if rc != lib.SSH_OK else ""
+        if not blocking:
+            self._kex_nonblocking(deadline)
+            return
         # libssh's text was read inside the call: a close deferred to its end may have freed
         # the session since.
         check_rc(rc, None, "ssh_handle_key_exchange", exc=KeyExchangeError,
                  message=f"ssh_handle_key_exchange failed (rc={rc}): {error}")
 
-    def _kex_nonblocking(self, deadline: float | None) -> None:
+    def key_exchange_step(self) -> bool:
+        """One step of the key exchange of a non-blocking session (``ssh_handle_key_exchange``
+        returning ``SSH_AGAIN`` until it is done): what a reactor calls whenever
+        :meth:`poll_set` reports the socket ready.
+
+        Returns:
+            True once the key exchange is complete, False while it waits for the client.
+
+        Raises:
+            KeyExchangeError: the client left or sent garbage, or ``interrupt()`` was called.
+            ValueError: the session is closed or closing.
+        """
         driver = self._driver
-        while True:
-            if driver.close_requested:
-                raise ValueError("Session is closed")
-            if driver.interrupted:
-                raise KeyExchangeError("key exchange interrupted",
-                                       function="ssh_handle_key_exchange")
-            with self._lock:
-                ptr = self._c
-                with driver.driving():
-                    rc = lib.ssh_handle_key_exchange(ptr)
-                    error = get_error(ptr) if rc == lib.SSH_ERROR else ""
-                    fd = lib.ssh_get_fd(ptr)
-                    flags = lib.ssh_get_poll_flags(ptr)
-            if rc == lib.SSH_OK:
+        if driver.close_requested:
+            raise ValueError("Session is closed")
+        if driver.interrupted:
+            raise KeyExchangeError("key exchange interrupted", function="ssh_handle_key_exchange")
+        with self._lock:
+            ptr = self._c
+            with driver.driving():
+                rc = lib.ssh_handle_key_exchange(ptr)
+                error = get_error(ptr) if rc == lib.SSH_ERROR else ""
+        if rc == lib.SSH_OK:
+            return True
+        check_rc(rc, None, "ssh_handle_key_exchange", exc=KeyExchangeError, ok=(lib.SSH_AGAIN,),
+                 message=f"ssh_handle_key_exchange failed (rc={rc}): {error}")
+        return False
+
+    def poll_set(self) -> dict[int, int]:
+        """The fds a poller must watch for this session, with their events (``POLLIN``,
+        ``POLLOUT``): the socket as libssh wants it now (``ssh_get_poll_flags``) and the
+        wake-up pipe.  Once the session has a :class:`SessionEvent`, its
+        ``SessionEvent.poll_set`` adds the event's extra fds.  Empty once closed."""
+        with self._lock:
+            ptr = self._ptr
+            wake_r = self._driver.wake_r
+            if ptr is None or wake_r < 0:
+                return {}
+            fds = {wake_r: lib.POLLIN}
+            fd = lib.ssh_get_fd(ptr)
+            if fd >= 0:
+                flags = lib.ssh_get_poll_flags(ptr)
+                if self._driver.event is None and not flags:
+                    flags = lib.SSH_READ_PENDING  # before libssh's poll handle exists
+                events = (lib.POLLIN if flags & lib.SSH_READ_PENDING else 0) | (
+                    lib.POLLOUT if flags & lib.SSH_WRITE_PENDING else 0)
+                if events:
+                    fds[fd] = events
+            return fds
+
+    def _kex_nonblocking(self, deadline: float | None) -> None:
+        for _ in range(1_000_000):
+            if self.key_exchange_step():
                 return
-            check_rc(rc, None, "ssh_handle_key_exchange", exc=KeyExchangeError,
-                     ok=(lib.SSH_AGAIN,),
-                     message=f"ssh_handle_key_exchange failed (rc={rc}): {error}")
             # The rest are our own limits on the wait, not libssh failures: no rc to check.
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise KeyExchangeError("ssh_handle_key_exchange timed out",
-                                       function="ssh_handle_key_exchange", code=rc)
-            if fd < 0:
-                raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
-                                       function="ssh_handle_key_exchange", code=rc)
-            wake_r = driver.wake_r
-            if wake_r < 0:  # closed by another thread since the step above
+                                       function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
+            fds = self.poll_set()
+            if not fds or self._driver.close_requested:
                 raise ValueError("Session is closed")
+            if len(fds) < 2:
+                raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
+                                       function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
             poller = select.poll()
-            poller.register(fd, select.POLLIN | (
-                select.POLLOUT if flags & lib.SSH_WRITE_PENDING else 0))
-            poller.register(wake_r, select.POLLIN)
+            for fd, events in fds.items():
+                poller.register(fd, events)
             poller.poll(None if remaining is None else max(1, int(remaining * 1000)))
-            driver.drain_wakeups()
+            self._driver.drain_wakeups()
+        raise KeyExchangeError("ssh_handle_key_exchange: no progress",
+                               function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
 
     # ---- state --------------------------------------------------------------------------
     @property
@@ -362,6 +400,7 @@ class Session(Handle):
             self._disconnect_now()
 
     def _disconnect_now(self) -> None:
+        self._driver.fds_closing()
         self._release_channels()
         if self._event is not None:
             self._event._detach()
@@ -394,6 +433,7 @@ class Session(Handle):
 
     def _close_now(self) -> None:
         ptr = self._ptr
+        self._driver.fds_closing()
         self._release_channels()
         if self._event is not None:
             self._event._detach()

@@ -14,6 +14,7 @@ import http.server
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,6 +85,14 @@ def ssh_keygen_fingerprint(public: Path) -> str:
     out = subprocess.run(["ssh-keygen", "-lf", str(public)], check=True, timeout=TIMEOUT,
                          capture_output=True, text=True).stdout
     return out.split()[1]
+
+
+@pytest.fixture(autouse=True, params=["reactor", "threads"])
+def model(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the DemoServer on its reactor and on a thread per client
+    (``PYLIBSSH_DEMO_MODEL``; the rest of the suite uses the default, the reactor)."""
+    monkeypatch.setenv("PYLIBSSH_DEMO_MODEL", request.param)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -478,3 +487,11 @@ def test_stdin_complete_when_command_reads_late(demo_server: DemoServer) -> None
                               capture_output=True, timeout=TIMEOUT) for _ in range(3)]
     assert [(r.returncode, r.stdout.strip()) for r in results] == \
         [(0, str(len(data)).encode())] * 3
+
+
+def test_model_is_the_one_asked_for(demo_server: DemoServer, model: str) -> None:
+    """The fixture above really switches the model (an honest parametrization)."""
+    assert demo_server.model == model
+    assert run(password_ssh(demo_server, "foo", "echo", "hi")).stdout == "hi\n"
+    threads = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("pylibssh-reactor-") for name in threads) == (model == "reactor")

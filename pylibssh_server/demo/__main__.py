@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse ssh -A (no SSH_AUTH_SOCK for commands)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
+    parser.add_argument("--model", choices=["reactor", "threads"], default="reactor",
+                        help="reactor: many clients per thread (default); threads: a thread "
+                             "per client")
+    parser.add_argument("--reactor-threads", type=_positive_int, metavar="N",
+                        help="threads of the reactor (default: one per CPU core)")
     auth = parser.add_argument_group("authentication, and looking like another server")
     auth.add_argument("--user", action="append", type=_user_password, default=[],
                       metavar="USER:PASSWORD",
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
             trusted_user_ca_keys=args.trusted_user_ca_keys, hostkey_cert=args.hostkey_cert,
+            model=args.model, reactor_threads=args.reactor_threads,
         )
     except (ValueError, TypeError, OSError, LibSSHError) as exc:
         print(f"demo server: {exc}", file=sys.stderr)

@@ -21,11 +21,13 @@ from collections import defaultdict
 from typing import Any
 
 from pylibssh_server import (
+    DONE,
     AuthMethod,
     AuthStatus,
     ChannelRequestType,
     ChannelType,
     GlobalRequestType,
+    Job,
     KeyExchangeError,
     RequestType,
     ServerCallbacks,
@@ -33,6 +35,7 @@ from pylibssh_server import (
     SessionEvent,
     SshChannel,
     SshMessage,
+    StepResult,
 )
 from pylibssh_server.demo.authpolicy import AuthPolicy
 from pylibssh_server.demo.channels import MAX_UNREAD_INPUT, ForwardChannel, SessionChannel
@@ -61,8 +64,11 @@ FORWARD_FDS = 2
 CUT_FLUSH_SECONDS = 2.0
 
 
-class DemoClient:
-    """One connection to a :class:`DemoServer`, in connection order.
+class DemoClient(Job):
+    """One connection to a :class:`DemoServer`, in connection order: driven on a thread of
+    its own (:meth:`run`) or as a reactor :class:`~pylibssh_server.reactor.Job`
+    (:meth:`step`), with the same phases: the delay-banner fault, the key exchange, polls
+    until the client leaves or the server stops, then the drain.
 
     Args:
         config: the server's settings.
@@ -84,6 +90,7 @@ class DemoClient:
     draining: bool
 
     def __init__(self, config: DemoConfig, session: Session, client_id: int) -> None:
+        super().__init__()
         self.config = config
         self.session = session
         self.id = client_id
@@ -111,6 +118,9 @@ class DemoClient:
         self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
         self._bytes_in_done = 0
         self.finished = threading.Event()
+        self._phase = "start"
+        self._until = 0.0  # the end of the current phase's wait
+        self._login_deadline = 0.0
 
     @property
     def authenticated(self) -> bool:
@@ -153,50 +163,37 @@ class DemoClient:
         """Ask the client thread to finish (thread-safe, returns at once)."""
         self._stop.set()
         self.session.interrupt()
+        self.wake()
+
+    def _set_up(self) -> float:
+        """Install the hooks; the delay-banner fault's seconds (0 without)."""
+        session = self.session
+        session.set_server_callbacks(self._server_callbacks())
+        session.set_message_callback(self._on_message)
+        session.set_auth_methods(self.auth.allowed_methods())
+        session.set_blocking(False)
+        delay = self.config.faults.values.get("delay-banner")
+        if delay:
+            self.log("fault", ("delay-banner", delay))
+        return float(delay or 0.0)
 
     def run(self) -> None:
         """Serve the connection until it ends or the server stops (the client thread)."""
         session = self.session
         config = self.config
         try:
-            session.set_server_callbacks(self._server_callbacks())
-            session.set_message_callback(self._on_message)
-            session.set_auth_methods(self.auth.allowed_methods())
-            session.set_blocking(False)
-            delay = config.faults.values.get("delay-banner")
-            if delay:
-                self.log("fault", ("delay-banner", delay))
-                if self._stop.wait(delay):
-                    return
-            deadline = time.monotonic() + config.login_grace_time
+            delay = self._set_up()
+            if delay and self._stop.wait(delay):
+                return
+            self._login_deadline = time.monotonic() + config.login_grace_time
             try:
                 session.handle_key_exchange(timeout=config.login_grace_time)
             except (KeyExchangeError, ValueError) as exc:
                 logger.debug("client %s: key exchange ended: %s", self.id, exc)
                 return
             self._event = event = SessionEvent(session)
-            while not self._stop.is_set():
-                try:
-                    event.dopoll(self._poll_timeout())
-                except ValueError:
-                    break  # session closed under us
-                except Exception as exc:
-                    logger.error("client %s: %s", self.id, exc, exc_info=exc)
-                    self.error = exc
-                self._service()
-                connected, fatal = event.session_state()  # one C call for both checks
-                if not connected:
-                    break
-                if fatal:
-                    logger.warning("client %s: %s: disconnecting", self.id, session.get_error())
-                    self.log("protocol_error", session.get_error())
-                    break
-                if not self.authenticated and time.monotonic() > deadline:
-                    logger.info("client %s: login grace time exceeded", self.id)
-                    break
-                if self.auth.out_of_attempts():
-                    logger.info("client %s: too many authentication attempts", self.id)
-                    break
+            while not self._stop.is_set() and self._poll_once(event, self._poll_timeout()):
+                pass
             if self._stop.is_set() and self._handlers:
                 self._drain(event)
         except Exception as exc:
@@ -206,12 +203,36 @@ class DemoClient:
             self._teardown()
             self.finished.set()
 
+    def _poll_once(self, event: SessionEvent, timeout: float | None) -> bool:
+        """One poll and what follows it; False once the connection is over."""
+        session = self.session
+        try:
+            event.dopoll(timeout)
+        except ValueError:
+            return False  # session closed under us
+        except Exception as exc:
+            logger.error("client %s: %s", self.id, exc, exc_info=exc)
+            self.error = exc
+        self._service()
+        connected, fatal = event.session_state()  # one C call for both checks
+        if not connected:
+            return False
+        if fatal:
+            logger.warning("client %s: %s: disconnecting", self.id, session.get_error())
+            self.log("protocol_error", session.get_error())
+            return False
+        if not self.authenticated and time.monotonic() > self._login_deadline:
+            logger.info("client %s: login grace time exceeded", self.id)
+            return False
+        if self.auth.out_of_attempts():
+            logger.info("client %s: too many authentication attempts", self.id)
+            return False
+        return True
+
     def _drain(self, event: SessionEvent) -> None:
         """The server is stopping: deliver the client data already taken (bounded in time),
         close the inputs, and give commands a moment to finish with what they got."""
-        self.draining = True
-        for handler in self._handlers:
-            handler.end_input()
+        self._begin_drain()
         deadline = time.monotonic() + STOP_DRAIN_SECONDS
         while any(h.input_pending() for h in self._handlers) and time.monotonic() < deadline:
             try:
@@ -226,6 +247,88 @@ class DemoClient:
         for handler in self._handlers:
             if handler.bytes_in:
                 handler.wait_exit(max(0.0, grace - time.monotonic()))
+
+    def _begin_drain(self) -> None:
+        self.draining = True
+        for handler in self._handlers:
+            handler.end_input()
+
+    # ---- on a reactor (the same phases, one non-blocking step at a time) ------------------
+    def poll_set(self) -> dict[int, int]:
+        if self._event is not None:
+            return self._event.poll_set()
+        if self._phase == "kex":
+            return self.session.poll_set()
+        return {}  # the delay-banner fault: its timer, or stop()
+
+    def step(self) -> StepResult:
+        try:
+            return self._step()
+        except Exception as exc:
+            self.error = exc
+            logger.exception("client %s failed", self.id)
+            return DONE
+
+    def _step(self) -> StepResult:
+        now = time.monotonic()
+        if self._phase == "start":
+            self.drives(self.session)
+            delay = self._set_up()
+            self._phase, self._until = "delay", now + delay
+        if self._phase == "delay":
+            if self._stop.is_set():
+                return DONE
+            if now < self._until:
+                return self._until - now
+            self._phase = "kex"
+            self._login_deadline = now + self.config.login_grace_time
+        if self._phase == "kex":
+            return self._kex_step(now)
+        event = self.require_event()
+        if self._phase == "poll":
+            if not self._stop.is_set() and self._poll_once(event, 0):
+                return self._poll_timeout()
+            if not (self._stop.is_set() and self._handlers):
+                return DONE
+            self._begin_drain()
+            self._phase, self._until = "drain", now + STOP_DRAIN_SECONDS
+        if self._phase == "drain":
+            if any(h.input_pending() for h in self._handlers) and now < self._until:
+                try:
+                    event.dopoll(0)
+                except ValueError:
+                    return DONE  # session closed under us
+                except Exception as exc:
+                    logger.error("client %s: %s", self.id, exc, exc_info=exc)
+                self._service()
+                return 0.05
+            self._phase, self._until = "exit-grace", now + STOP_EXIT_GRACE
+        # Only commands that were given input may still be working on it (their pidfds are
+        # in the event: an exit steps us at once).
+        if now < self._until and any(h.bytes_in and not h.wait_exit(0)
+                                     for h in self._handlers):
+            return min(0.05, self._until - now)
+        return DONE
+
+    def _kex_step(self, now: float) -> StepResult:
+        session = self.session
+        try:
+            if self._stop.is_set():
+                return DONE
+            if not session.key_exchange_step():
+                return DONE if now >= self._login_deadline else self._login_deadline - now
+        except (KeyExchangeError, ValueError) as exc:
+            logger.debug("client %s: key exchange ended: %s", self.id, exc)
+            return DONE
+        self._event = SessionEvent(session)
+        self._phase = "poll"
+        return 0.0
+
+    def finish(self) -> None:
+        try:
+            self._teardown()
+        finally:
+            self.finished.set()
 
     def _poll_timeout(self) -> float | None:
         timeout = self._handler_timeout()

@@ -156,7 +156,7 @@ class DemoConfig:
         if nofile == resource.RLIM_INFINITY:
             nofile = 1 << 20
         max_connections = positive(
-            "max_connections", args["max_connections"], max(8, min(1000, (nofile - 64) // 6)))
+            "max_connections", args["max_connections"], max(8, min(4096, (nofile - 64) // 6)))
         max_unauthenticated = positive(
             "max_unauthenticated", args["max_unauthenticated"], max(4, max_connections // 2))
         max_fds_per_client = positive(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO, TypeVar
 
-from pylibssh_server import AuthMethod, Bind, LogLevel, Session, SshKey
+from pylibssh_server import AuthMethod, Bind, Job, LogLevel, Reactor, Session, SshKey
 from pylibssh_server.demo.auth import AuthChains, Kbdint
 from pylibssh_server.demo.client import DemoClient
 from pylibssh_server.demo.commands import CommandTable, ReplyLike
@@ -26,6 +26,9 @@ from pylibssh_server.demo.keyrules import KeyRules
 __all__ = ["DemoServer", "DemoServerTimeout"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
+
+#: ``DemoServer(model=...)``: how clients are served.
+MODELS = ("reactor", "threads")
 
 T = TypeVar("T")
 
@@ -86,7 +89,7 @@ class DemoServer:
             further opens are refused.
         max_connections: clients served at once; a client beyond it is closed at once
             (logged).  Default: what the open-files limit (``RLIMIT_NOFILE``) leaves room
-            for, at most 1000.
+            for (6 fds each), at most 4096.
         max_unauthenticated: clients not logged in yet at once (OpenSSH's ``MaxStartups``):
             further ones are closed at once.  Default: half of ``max_connections``.
         max_fds_per_client: file descriptors and SFTP handles the channels of one client may
@@ -122,6 +125,12 @@ class DemoServer:
             keys and lines) whose user certificates log in when a principal is the user name.
         hostkey_cert: an OpenSSH host certificate for the host key; no libssh release can
             present one (its server offers plain host key algorithms only), so this raises.
+        model: ``"reactor"`` (the default, unless ``PYLIBSSH_DEMO_MODEL`` says otherwise):
+            every client is a job of a
+            :class:`~pylibssh_server.Reactor` whose threads serve many clients each;
+            ``"threads"``: a thread per client (``Bind.listen``).  The ``delay-auth`` fault
+            always uses threads (its wait would stall a reactor thread's other clients).
+        reactor_threads: the reactor's threads (default: one per CPU core).
 
     Raises:
         ValueError: an enabled auth method lacks its secret (password auth without a password,
@@ -213,9 +222,28 @@ class DemoServer:
         hostkey_algorithms: str | None = None,
         trusted_user_ca_keys: Iterable[SshKey | str] | str | os.PathLike[str] | None = None,
         hostkey_cert: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        reactor_threads: int | None = None,
     ) -> None:
+        if model is None:
+            model = os.environ.get("PYLIBSSH_DEMO_MODEL") or "reactor"
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+        if reactor_threads is not None and (not isinstance(reactor_threads, int)
+                                            or reactor_threads < 1):
+            raise ValueError(f"reactor_threads must be a positive int, not {reactor_threads!r}")
         self.config = DemoConfig.from_arguments(
-            {name: value for name, value in locals().items() if name != "self"})
+            {name: value for name, value in locals().items()
+             if name not in ("self", "model", "reactor_threads")})
+        if model == "reactor" and "delay-auth" in self.config.faults:
+            # Its wait runs inside libssh's auth callback: on a reactor thread it would stall
+            # every other client of that thread.
+            logger.info("DemoServer: the delay-auth fault serves each client on a thread")
+            model = "threads"
+        #: How clients are served: "reactor" (many per thread) or "threads" (one each).
+        self.model = model
+        self.reactor_threads = reactor_threads
+        self._reactor: Reactor | None = None
         self.fingerprint = self.host_key.fingerprint()
         self.clients: list[DemoClient] = []
         self._bind: Bind | None = None
@@ -258,19 +286,30 @@ class DemoServer:
                               log_verbosity=self.log_verbosity, banner=self.server_version,
                               **self.config.bind_options)
             self.port = self._bind.port
+            if self.model == "reactor":
+                self._reactor = Reactor(self.reactor_threads)
+                self._bind.serve(self._serve_job, reactor=self._reactor, wait=False,
+                                 max_sessions=self.max_connections,
+                                 max_unauthenticated=self.max_unauthenticated)
+                return self._started()
             self._listener = threading.Thread(
                 target=self._bind.listen, args=(self._serve,),
                 kwargs={"max_sessions": self.max_connections,
                         "max_unauthenticated": self.max_unauthenticated},
                 name=f"demo-server-{self.port}", daemon=True)
             self._listener.start()
+        return self._started()
+
+    def _started(self) -> DemoServer:
         if self.verbose:
             # stderr: stdout belongs to the CLI's one JSON readiness line.
             print(f"[demo-server] listening on {self.host}:{self.port} ({self.fingerprint})",
                   file=sys.stderr, flush=True)
         return self
 
-    def _serve(self, session: Session) -> None:
+    def _new_client(self, session: Session) -> DemoClient | None:
+        """The client for a new connection, or None if it is refused (a fault, or the
+        server is stopping)."""
         with self._lock:
             self._connections += 1
             client = DemoClient(self.config, session, self._connections)
@@ -279,14 +318,32 @@ class DemoServer:
         rejected = self.fault_counters.get("reject-connections")
         if not stopping and rejected is not None and rejected.take():
             client.log("fault", ("reject-connections", self.faults["reject-connections"]))
-            client.finished.set()  # the session is closed at once, before the SSH banner
         elif not stopping:
-            client.run()
-        else:
-            client.finished.set()
+            return client
+        client.finished.set()  # the session is closed at once, before the SSH banner
+        self._forget(client)
+        return None
+
+    def _forget(self, client: DemoClient | Job) -> None:
         if not self.keep_clients:
             with self._lock:
-                self.clients.remove(client)
+                self.clients.remove(client)  # type: ignore[arg-type]
+
+    def _serve_job(self, session: Session) -> DemoClient | None:
+        """``Bind.serve``'s ``on_session``: the reactor drives the client."""
+        client = self._new_client(session)
+        if client is None:
+            session.close()
+            return None
+        client.add_done_callback(self._forget)
+        return client
+
+    def _serve(self, session: Session) -> None:
+        """``Bind.listen``'s handler: the client runs on this thread."""
+        client = self._new_client(session)
+        if client is not None:
+            client.run()
+            self._forget(client)
 
     def stop(self) -> None:
         """Stop accepting, end every client (killing their commands), join every thread.
@@ -296,11 +353,14 @@ class DemoServer:
         with self._lock:
             bind, self._bind = self._bind, None
             listener, self._listener = self._listener, None
+            reactor, self._reactor = self._reactor, None
         if bind is None:
             return
         bind.close()
         for client in list(self.clients):
             client.stop()
+        if reactor is not None:
+            reactor.close(timeout=30)
         if listener is not None:
             listener.join(timeout=30)
             if listener.is_alive():

@@ -17,6 +17,7 @@ import os
 import resource
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -287,3 +288,62 @@ def test_half_built_session_is_safe_to_repr_and_collect() -> None:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert info.value.errno == errno.EMFILE
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_reactor_holds_idle_connections() -> None:
+    """Many idle authenticated connections (1,000 in ``make stress``) on the reactor's 2
+    threads: the server has at most reactor threads + 4 threads, uses no CPU while they idle,
+    and a new client is still served at once."""
+    count = pick(200, 1000)
+    per_process = 250
+    args = ["--reactor-threads", "2", "--max-connections", str(count + 50),
+            "--max-unauthenticated", "100"]
+    with cli_server(*args) as server:
+        clients = []
+        try:
+            for start in range(0, count, per_process):
+                n = min(per_process, count - start)
+                clients.append(subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("idle_clients.py")),
+                     str(server.port), str(n), "foo"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            for proc in clients:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                assert line.startswith("ready"), f"idle client failed: {line!r}"
+            held = server.stats()
+            ticks = _cpu_ticks(server.pid)
+            time.sleep(2.0)
+            idle_ticks = _cpu_ticks(server.pid) - ticks
+            started = time.monotonic()
+            transport = paramiko_login(server.port)
+            try:
+                assert run_command(transport, "echo served")[1] == b"served\n"
+            finally:
+                transport.close()
+            latency = time.monotonic() - started
+            record(f"{count} idle connections on the reactor", tried=count + 1, faults=0,
+                   after=held)
+        finally:
+            for proc in clients:
+                with contextlib.suppress(OSError):
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+            for proc in clients:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+    assert held.fds >= 3 * count, "the connections were not all held at once"
+    assert held.threads <= 2 + 4, f"{held.threads} threads for {count} idle connections"
+    assert idle_ticks <= 2, f"{idle_ticks} clock ticks of CPU in 2 s of idle"
+    assert latency < 5.0, f"a new client took {latency:.2f} s to be served"

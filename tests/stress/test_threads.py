@@ -1110,6 +1110,8 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "fd": (lambda: session.fd, ValueError),
             "get_error": (session.get_error, ValueError),
             "handle_key_exchange": (lambda: session.handle_key_exchange(0.1), ValueError),
+            "key_exchange_step": (session.key_exchange_step, ValueError),
+            "poll_set": (session.poll_set, Returns({})),
             "has_fatal_error": (lambda: session.has_fatal_error, Returns(False)),
             "interrupt": (session.interrupt, NOTHING),
             "is_blocking": (lambda: session.is_blocking, ValueError),
@@ -1139,6 +1141,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "closed": (lambda: event.closed, Returns(True)),
             "dopoll": (lambda: event.dopoll(0), ValueError),
             "fds": (lambda: event.fds, Returns([])),
+            "poll_set": (event.poll_set, Returns({})),
             "is_assigned": (lambda: event.is_assigned, Returns(False)),
             "max_rounds": (lambda: event.max_rounds, Returns(SessionEvent.max_rounds)),
             "owning": (lambda: event.owning, Returns(True)),
@@ -1183,6 +1186,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "get_error": (bind.get_error, ValueError),
             "is_open": (lambda: bind.is_open, Returns(False)),
             "listen": (lambda: bind.listen(lambda s: None), NOTHING),
+            "serve": (lambda: bind.serve(lambda s: None, wait=False), ValueError),
             "owning": (lambda: bind.owning, Returns(True)),
             "sessions": (lambda: bind.sessions, Returns(0)),
             "set_message_callback": (lambda: bind.set_message_callback(None), NOTHING),
@@ -1288,9 +1292,9 @@ def scenario_use_after_close(rng: random.Random, crew: Crew, lab: Lab) -> None:
         calls = [(f"{name}.{attr}", fn, expected) for name, contract in contracts.items()
                  for attr, (fn, expected) in contract.items()
                  if not attr.isidentifier() or hasattr(type(objs[name]), attr)]
-        # While the objects are being closed (listen() would serve until the bind closes: it
-        # is only called afterwards).
-        racing = [call for call in calls if call[0] != "Bind.listen"]
+        # While the objects are being closed (listen() and serve() would serve until the bind
+        # closes: they are only called afterwards).
+        racing = [call for call in calls if call[0] not in ("Bind.listen", "Bind.serve")]
         order = ["SshChannel", "SessionEvent", "Session", "Bind", "SshKey"]
 
         def use(local: random.Random) -> None:
