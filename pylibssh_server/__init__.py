@@ -36,7 +36,7 @@ from pylibssh_server.keys import (
 )
 from pylibssh_server.message import SshMessage
 from pylibssh_server.pipe import ChannelPump, ChannelSink
-from pylibssh_server.reactor import DONE, Job, Reactor, ServedSession, StepResult
+from pylibssh_server.reactor import DONE, Flag, Job, Reactor, ServedSession, StepResult
 from pylibssh_server.session import Session
 
 __version__ = "0.1.0"
@@ -56,6 +56,7 @@ __all__ = [
     "ChannelRequestType",
     "ChannelSink",
     "ChannelType",
+    "Flag",
     "GlobalRequestType",
     "Job",
     "KeyExchangeError",

@@ -220,6 +220,9 @@ class CallbackTable:
             setattr(self._struct, field, getattr(lib, f"_{field}_cb") if on else ffi.NULL)
 
 
+_ROUTED: dict[frozenset[str], frozenset[str]] = {}
+
+
 class ServerTable(CallbackTable):
     """``struct ssh_server_callbacks_struct`` (``ssh_set_server_callbacks``)."""
 
@@ -234,8 +237,9 @@ class ServerTable(CallbackTable):
         target.session, target.driver = session, driver
         self._install(skip=ROUTED_HOOKS)
         session_target.server = target
-        session_target.routed = frozenset(
-            hook for hook in ROUTED_HOOKS if target.hooks[hook] is not None)
+        routed = frozenset(hook for hook in ROUTED_HOOKS if target.hooks[hook] is not None)
+        # One shared object per combination (a frozenset per session adds up on idle servers).
+        session_target.routed = _ROUTED.setdefault(routed, routed)
         return self._struct
 
 

@@ -45,13 +45,12 @@ import enum
 import logging
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from pylibssh_server._ffi import ensure_thread_logging, ffi
 
-__all__ = ["Driver", "HandoffLock", "Teardown", "Watcher"]
+__all__ = ["Driver", "Flag", "HandoffLock", "Teardown", "Watcher"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
@@ -63,6 +62,52 @@ _graph_lock = threading.Lock()
 _waiting: dict[int, HandoffLock] = {}
 #: Per thread: the drivers whose libssh calls (and so callbacks) the thread is inside.
 _driving = threading.local()
+
+
+_flag_lock = threading.Lock()
+
+
+class Flag:
+    """A ``threading.Event`` whose condition exists only once somebody waits.
+
+    A session has several such flags and waits on them rarely; an Event is a Condition, a
+    lock and a deque (about 1 KiB), which a server holding thousands of idle sessions pays
+    for each.
+    """
+
+    __slots__ = ("_event", "_value")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def clear(self) -> None:
+        self._value = False
+        event = self._event
+        if event is not None:
+            event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """As ``Event.wait``."""
+        if self._value:
+            return True
+        with _flag_lock:
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+                # A set() that read _event before it existed set _value first: seen here.
+                if self._value:
+                    event.set()
+        return event.wait(timeout)
 
 
 class Watcher(Protocol):
@@ -95,14 +140,15 @@ class HandoffLock:
     ``RuntimeError`` instead of waiting (rule 5).
     """
 
+    __slots__ = ("_count", "_lock", "_no_waiters", "_owner", "_waiters", "_wake", "released")
+
     def __init__(self, wake: Callable[[], None]) -> None:
         self._lock = threading.RLock()
         self._wake = wake
         self._owner: int | None = None  # the holding thread (maintained under _lock)
         self._count = 0
         self._waiters = 0
-        self._no_waiters = threading.Event()
-        self._no_waiters.set()
+        self._no_waiters = Flag(True)
         #: Called after the last release, outside the lock (a reactor's hook, see
         #: ``Driver.watch``).
         self.released: Callable[[], None] | None = None
@@ -243,6 +289,13 @@ class Driver:
             channels' output and performs the teardown.
     """
 
+    # A session's driver lives as long as the session: no per-instance dict.
+    __slots__ = ("__weakref__", "_c_state", "_closed", "_closing", "_depth", "_driving",
+                 "_exception", "_marked", "_requesters", "_requesters_lock", "_settle",
+                 "_teardown", "_thread", "_wake_lock", "_wake_w", "_work", "blocking",
+                 "channels", "event", "interrupted", "lock", "out_counter", "stop", "wake_r",
+                 "watcher")
+
     def __init__(self, settle: Callable[[Teardown], None]) -> None:
         # The pipe first: at the open-files limit it raises EMFILE, and nothing exists yet.
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -251,23 +304,28 @@ class Driver:
         self._settle = settle
         self._depth = 0
         self._thread: int | None = None
-        self._work: deque[Callable[[], Any]] = deque()
+        # A list, not a deque (600 bytes each, per session): the queue is short, and pop(0),
+        # append and slice assignment are each atomic under the GIL (other threads append).
+        self._work: list[Callable[[], Any]] = []
         self._exception: BaseException | None = None
         self._teardown = Teardown.NONE
         self._closing = False
         self._requesters = 0
         self._requesters_lock = threading.Lock()
-        self._closed = threading.Event()
+        self._closed = Flag()
         #: Set by ``Session.interrupt()``: a non-blocking key exchange gives up.
         self.interrupted = False
         #: The session's blocking mode (``ssh_set_blocking``): blocking calls wait inside
         #: libssh (bounded by the session timeout), non-blocking ones are driven by polls.
         self.blocking = True
+        # One C allocation for both (an owning cdata costs a few hundred bytes each, per
+        # session): [0] the stop flags, [1] the output counter.
+        self._c_state = ffi.new("long long[2]")
         # [0]: end the current batch of poll rounds (read by pylibssh_event_dopoll_batch);
         # [1]: the C fd pipes moved bytes in it.  The C pipes keep a pointer to it.
-        self.stop = ffi.new("int[2]")
+        self.stop = ffi.cast("int *", self._c_state)
         #: Bytes handed to libssh's output buffer since it last drained (rule 8).
-        self.out_counter = ffi.new("long long *")
+        self.out_counter = ffi.cast("long long *", self._c_state) + 1
         #: The session's channels, oldest first: flushed after every driving call and
         #: invalidated (newest first) before libssh frees them with the session.
         self.channels: list[Any] = []
@@ -445,7 +503,7 @@ class Driver:
         for _ in range(10000):
             if not queue:
                 return
-            action = queue.popleft()
+            action = queue.pop(0)
             try:
                 action()
             except BaseException as exc:
@@ -459,15 +517,16 @@ class Driver:
         work = self._work
         if not any(isinstance(a, _Posted) for a in work):
             return
-        # popleft and extendleft only: other threads post (append) without the lock, so a
-        # copy-then-clear could drop a call posted in between.  The deferred work goes back
-        # in front, in its order, before the posted calls run and perhaps defer more.
+        # pop(0) and a slice assignment at the front only: other threads post (append)
+        # without the lock, so a copy-then-clear could drop a call posted in between.  The
+        # deferred work goes back in front, in its order, before the posted calls run and
+        # perhaps defer more.
         kept: list[Callable[[], Any]] = []
         posted: list[Callable[[], Any]] = []
         for _ in range(len(work)):
-            action = work.popleft()
+            action = work.pop(0)
             (posted if isinstance(action, _Posted) else kept).append(action)
-        work.extendleft(reversed(kept))
+        work[0:0] = kept
         for action in posted:
             action()
 

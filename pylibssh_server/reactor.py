@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from pylibssh_server._driver import Flag  # re-exported: public
 from pylibssh_server._ffi import lib
 from pylibssh_server.errors import KeyExchangeError
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from pylibssh_server.event import SessionEvent
     from pylibssh_server.session import Session
 
-__all__ = ["DONE", "Job", "Reactor", "ServedSession"]
+__all__ = ["DONE", "Flag", "Job", "Reactor", "ServedSession"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
@@ -60,6 +61,9 @@ DONE: Final = _Done()
 #: Next-step answer of :meth:`Job.step`: seconds until it must run again at the latest
 #: (0: as soon as the loop has polled once more), None (only when an fd is ready), or DONE.
 StepResult = float | None | _Done
+
+#: ``Job._gone`` while a sync runs: every fd of the job went (it is closing).
+_ALL_GONE: set[int] = set()
 
 _POLL_TO_EPOLL = ((lib.POLLIN, select.EPOLLIN), (lib.POLLOUT, select.EPOLLOUT))
 
@@ -81,20 +85,40 @@ class Job:
     loop stops polling the job's fds and calls :meth:`finish` once.
     """
 
+    # An idle server holds thousands of jobs: no instance dict (a subclass may add one).
+    __slots__ = ("__weakref__", "_due", "_ended", "_finished", "_gone", "_loop", "_on_end",
+                 "_registered", "_syncing", "_watched")
+
     def __init__(self) -> None:
         self._loop: _Loop | None = None
         self._registered: dict[int, int] = {}
         self._due: float | None = None
         self._ended = False
-        #: Called with the job on its loop thread after :meth:`finish`.
-        self._on_end: list[Callable[[Job], Any]] = []
+        #: Called with the job on its loop thread after :meth:`finish` (made on first use:
+        #: an idle server holds thousands of jobs).
+        self._on_end: list[Callable[[Job], Any]] | None = None
         self._watched: Session | None = None
-        #: fds removed while the loop reads poll_set (None: all of them), see _Loop._sync.
-        self._gone: set[int] | None = set()
+        #: While the loop reads poll_set (see _Loop._sync): the fds removed meanwhile, or
+        #: _ALL_GONE; None outside.
+        self._gone: set[int] | None = None
+        self._syncing = False
+        self._finished = Flag()
 
     def add_done_callback(self, callback: Callable[[Job], Any]) -> None:
         """Call ``callback(job)`` on the loop thread after :meth:`finish`."""
+        if self._on_end is None:
+            self._on_end = []
         self._on_end.append(callback)
+
+    @property
+    def ended(self) -> bool:
+        """True once the job finished (:meth:`finish` ran)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job finished (from any thread but its loop's); False on
+        timeout."""
+        return self._finished.wait(timeout)
 
     def drives(self, session: Session) -> None:
         """Declare that this job steps ``session`` (call it from :meth:`step`): the loop then
@@ -212,13 +236,16 @@ class _Loop:
             for fd in job._registered:
                 self._drop(job, fd)
             job._registered = {}
-            job._gone = None  # a sync in progress registers nothing (see _sync)
+            if job._syncing:
+                job._gone = _ALL_GONE  # the sync in progress registers nothing
 
     def forget_fd(self, job: Job, fd: int) -> None:
         with self._lock:
             if job._registered.pop(fd, None) is not None:
                 self._drop(job, fd)
-            if job._gone is not None:
+            if job._syncing and job._gone is not _ALL_GONE:
+                if job._gone is None:
+                    job._gone = set()
                 job._gone.add(fd)
 
     def _poke(self) -> None:
@@ -342,7 +369,7 @@ class _Loop:
         look once more.
         """
         with self._lock:
-            job._gone = set()
+            job._syncing = True
         try:
             wanted = {fd: mask for fd, events in job.poll_set().items()
                       if fd >= 0 and (mask := _epoll_mask(events))}
@@ -350,10 +377,10 @@ class _Loop:
             logger.exception("reactor: %r poll_set failed", job)
             wanted = {}
         with self._lock:
-            gone, job._gone = job._gone, set()
-            if gone is None or gone:
+            gone, job._gone, job._syncing = job._gone, None, False
+            if gone is not None:
                 self._woken.add(job)
-                wanted = {} if gone is None else {
+                wanted = {} if gone is _ALL_GONE else {
                     fd: mask for fd, mask in wanted.items() if fd not in gone}
             old = job._registered
             for fd in old.keys() - wanted.keys():
@@ -398,7 +425,8 @@ class _Loop:
             job.finish()
         except Exception:
             logger.exception("reactor: %r finish failed", job)
-        for callback in job._on_end:
+        job._finished.set()
+        for callback in job._on_end or ():
             try:
                 callback(job)
             except Exception:
@@ -536,14 +564,15 @@ class ServedSession(Job):
     A hook's exception is logged and the session goes on, as in a thread-per-session loop.
     """
 
+    __slots__ = ("_deadline", "_stopping", "error", "event", "session")
+
     def __init__(self, session: Session, *, login_grace: float | None = 120.0) -> None:
         super().__init__()
-        self.session = session
+        self.session: Session = session
         self.event: SessionEvent | None = None
         self.error: BaseException | None = None
         self._deadline = None if login_grace is None else time.monotonic() + login_grace
         self._stopping = False
-        self.done: threading.Event = threading.Event()
 
     def step(self) -> StepResult:
         session = self.session
@@ -603,10 +632,7 @@ class ServedSession(Job):
 
     def finish(self) -> None:
         session = self.session
-        try:
-            session.close()
-        finally:
-            self.done.set()
+        session.close()
 
     def __repr__(self) -> str:
         return f"<ServedSession {self.session.peer}>"

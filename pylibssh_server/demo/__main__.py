@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             max_remote_forwards=args.max_remote_forwards,
             agent_forwarding=not args.no_agent_forwarding,
             forward_allow=DemoServer.loopback_only if args.forward_loopback_only else None,
-            keep_clients=False,  # serves indefinitely; its log is printed (--verbose), not kept
+            # Serves indefinitely: nothing per past client, and no event log nobody can read
+            # (--verbose prints the events).
+            keep_clients=False, event_log=False,
             allow_auth_none=bool(args.auth and "none" in args.auth.split(",")),
             log_verbosity=LogLevel[args.libssh_log.upper()] if args.libssh_log else None,
             trusted_user_ca_keys=args.trusted_user_ca_keys, hostkey_cert=args.hostkey_cert,
@@ -280,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(ready), flush=True)
         if args.example:
             print(example_text(server), file=sys.stderr, flush=True)
-        while not stop.wait(0.5):
-            pass
+        # No timeout: a waiting main thread still runs the signal handlers (lock waits are
+        # interruptible), and an idle server then never wakes up.
+        stop.wait()
     finally:
         server.close()
     return 0

@@ -11,11 +11,18 @@ grant) and answers every authentication hook of the session with the rules of
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from pylibssh_server import AuthMethod, AuthStatus, PublicKeyState, Session, SshKey, SshMessage
+from pylibssh_server import (
+    AuthMethod,
+    AuthStatus,
+    Flag,
+    PublicKeyState,
+    Session,
+    SshKey,
+    SshMessage,
+)
 from pylibssh_server.demo.auth import METHOD_FLAGS, password_ok
 from pylibssh_server.demo.config import DemoConfig
 from pylibssh_server.demo.keyrules import UNRESTRICTED, KeyGrant
@@ -57,13 +64,17 @@ class AuthPolicy:
     failed: int
     key_grant: KeyGrant
 
+    __slots__ = ("_banner_sent", "_chain_passed", "_chain_user", "_kbdint_round",
+                 "_kbdint_user", "_requests", "authenticated", "config", "ending", "failed",
+                 "key_grant", "log", "peer_host", "session", "stop", "user")
+
     def __init__(self, config: DemoConfig, session: Session, log: Log,
-                 stop: threading.Event, peer_host: str) -> None:
-        self.config = config
-        self.session = session
-        self.log = log
-        self.stop = stop
-        self.peer_host = peer_host
+                 stop: Flag, peer_host: str) -> None:
+        self.config: DemoConfig = config
+        self.session: Session = session
+        self.log: Log = log
+        self.stop: Flag = stop
+        self.peer_host: str = peer_host
         self.user = None
         self.authenticated = False
         self.ending = False

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -26,6 +25,7 @@ from pylibssh_server import (
     AuthStatus,
     ChannelRequestType,
     ChannelType,
+    Flag,
     GlobalRequestType,
     Job,
     KeyExchangeError,
@@ -86,19 +86,25 @@ class DemoClient(Job):
     """
 
     peer: tuple[str, int] | None
-    finished: threading.Event
+    finished: Flag
     draining: bool
+
+    # An idle server holds thousands of clients: no instance dict.
+    __slots__ = ("_agent", "_bytes_in_done", "_cut", "_cut_deadline", "_event", "_forwards",
+                 "_gate", "_handlers", "_incoming", "_listeners", "_login_deadline", "_phase",
+                 "_sessions", "_stop", "_until", "auth", "callback_log", "config", "draining",
+                 "error", "finished", "id", "peer", "session", "timeline")
 
     def __init__(self, config: DemoConfig, session: Session, client_id: int) -> None:
         super().__init__()
-        self.config = config
-        self.session = session
-        self.id = client_id
+        self.config: DemoConfig = config
+        self.session: Session = session
+        self.id: int = client_id
         self.peer = session.peer
         self.callback_log: dict[str, list[Any]] = defaultdict(list)
         self.timeline: list[tuple[str, int, float]] = []
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._stop = Flag()
         self.auth: AuthPolicy = AuthPolicy(config, session, self.log, self._stop,
                                self.peer[0] if self.peer else "")
         self._sessions: list[SessionChannel] = []
@@ -117,7 +123,7 @@ class DemoClient(Job):
         self._agent: Listener | None = None
         self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
         self._bytes_in_done = 0
-        self.finished = threading.Event()
+        self.finished = Flag()
         self._phase = "start"
         self._until = 0.0  # the end of the current phase's wait
         self._login_deadline = 0.0
@@ -146,10 +152,10 @@ class DemoClient(Job):
     # ---- event log ----------------------------------------------------------------------
     def log(self, name: str, data: Any) -> None:
         """Record one event (and print it when the server is verbose)."""
-        entries = self.callback_log[name]
-        entries.append(data)
-        now = time.time()
-        self.timeline.append((name, len(entries) - 1, now))
+        if self.config.event_log:
+            entries = self.callback_log[name]
+            entries.append(data)
+            self.timeline.append((name, len(entries) - 1, time.time()))
         if self.config.verbose:
             # stderr: stdout belongs to the CLI's one JSON readiness line.
             print(f"[demo-server] client {self.id} {name}: {data!r}", file=sys.stderr,

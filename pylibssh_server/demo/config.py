@@ -114,6 +114,7 @@ class DemoConfig:
     forward_allow: Callable[[str, int], bool] | None
     command_env: dict[str, str]
     keep_clients: bool
+    event_log: bool
     bind_options: dict[str, Any]
 
     @classmethod
@@ -218,6 +219,7 @@ class DemoConfig:
             remote_forward_allow=remote_forward_allow, max_remote_forwards=max_remote_forwards,
             agent_forwarding=bool(args["agent_forwarding"]), forward_allow=forward_allow,
             command_env=dict(command_env or {}), keep_clients=args["keep_clients"],
+            event_log=bool(args["event_log"]),
             bind_options={name: args[name]
                           for name in ("ciphers", "kex", "macs", "hostkey_algorithms")})
 

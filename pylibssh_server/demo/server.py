@@ -120,6 +120,9 @@ class DemoServer:
         keep_clients: keep every finished client (and its event log) in :attr:`clients`;
             False forgets each one when it ends, so a server that runs indefinitely (the CLI)
             uses no memory per past connection.
+        event_log: record each client's events in its ``callback_log`` and ``timeline``
+            (``verbose`` prints them either way).  The CLI, whose logs nobody can read, turns
+            it off: an idle connection then holds no log.
         ciphers, kex, macs, hostkey_algorithms: algorithm lists for the Bind.
         trusted_user_ca_keys: CA public keys (a file, as sshd's ``TrustedUserCAKeys``, or
             keys and lines) whose user certificates log in when a principal is the user name.
@@ -178,6 +181,7 @@ class DemoServer:
     forward_allow: Callable[[str, int], bool] | None = _setting("forward_allow")
     remote_forward_allow: Callable[[str, int], bool] | None = _setting("remote_forward_allow")
     keep_clients: bool = _setting("keep_clients")
+    event_log: bool = _setting("event_log")
     authorized_keys: list[SshKey] = _setting("authorized_keys")
 
     def __init__(
@@ -216,6 +220,7 @@ class DemoServer:
         forward_allow: Callable[[str, int], bool] | None = None,
         command_env: dict[str, str] | None = None,
         keep_clients: bool = True,
+        event_log: bool = True,
         ciphers: str | None = None,
         kex: str | None = None,
         macs: str | None = None,

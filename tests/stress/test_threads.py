@@ -43,6 +43,8 @@ from pylibssh_server import (
     Bind,
     ChannelCallbacks,
     LibSSHError,
+    Reactor,
+    ServedSession,
     ServerCallbacks,
     Session,
     SessionEvent,
@@ -330,6 +332,48 @@ def scenario_dopoll_vs_closers(rng: random.Random, crew: Crew, lab: Lab) -> None
             crew.run()
         finally:
             conn.close()
+
+
+@scenario(rounds=pick(6, 60))
+def scenario_reactor_vs_closers(rng: random.Random, crew: Crew, lab: Lab) -> None:
+    """The same writers, closers and onlooker as ``dopoll_vs_closers``, with a reactor
+    (``Bind.serve``) driving the session instead of a poller thread: closes from other
+    threads, writes that leave output for the loop to send, fds added and removed (and
+    closed) while the loop polls them."""
+    conns: list[Connection] = []
+    jobs: list[ServedSession] = []
+
+    def on_session(session: Session) -> ServedSession:
+        conn = Connection(session, None)
+        session.set_server_callbacks(default_hooks(conn))
+        conns.append(conn)
+        jobs.append(ServedSession(session, login_grace=10))
+        return jobs[-1]
+
+    with Reactor(2) as reactor, Bind(key=lab.host_key) as bind:
+        bind.serve(on_session, reactor=reactor, wait=False)
+        client = lab.ssh(bind.port)
+        try:
+            deadline = time.monotonic() + 10
+            while not (conns and conns[0].exec_seen.is_set()):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the client's exec channel did not open within 10 s")
+                time.sleep(0.01)
+            conn, event = conns[0], jobs[0].event
+            conn.client, client = client, None
+            channel, session = conn.channel, conn.session
+            assert channel is not None and event is not None
+            for i in range(rng.randint(1, 3)):
+                crew.spawn(f"writer{i}", rng, lambda local: write_channel(crew, local, channel))
+            closers(crew, rng, session, event, [channel])
+            crew.spawn("onlooker", rng, lambda local: look(crew, local, session, event, channel))
+            crew.run()
+            conn.close()
+        finally:
+            if client is not None:
+                stop_process(client)
+            for conn in conns:
+                conn.close()
 
 
 def poller(crew: Crew, rng: random.Random, event: SessionEvent, name: str = "poller") -> None:
