@@ -12,7 +12,9 @@ line (or EOF) arrives on stdin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -226,24 +228,29 @@ async def op_scale_tp(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def op_idle(spec: dict[str, Any]) -> dict[str, Any]:
+    """``count`` connections, at most ``concurrency`` (10) coming up at once; prints
+    ``{"ready": n}``, holds them until a line (or EOF) arrives on stdin, then reports how many
+    were lost meanwhile (closed by the server, or broken)."""
     n = spec["count"]
     conns: list[asyncssh.SSHClientConnection] = []
-    sem = asyncio.Semaphore(10)
+    sem = asyncio.Semaphore(spec.get("concurrency", 10))
 
     async def one() -> None:
         async with sem:
             conns.append(await asyncssh.connect(**_options(spec)))
 
+    lost = 0
     try:
         await asyncio.gather(*(one() for _ in range(n)))
         print(json.dumps({"ready": len(conns)}), flush=True)
         await _wait_stdin_line(spec["timeout"])
+        lost = sum(conn.is_closed() for conn in conns)
     finally:
         for conn in conns:
             conn.close()
         for conn in conns:
             await conn.wait_closed()
-    return {"held": len(conns)}
+    return {"held": len(conns), "lost": lost}
 
 
 OPS = {"s2c": op_s2c, "c2s": op_c2s, "fwd": op_fwd, "connrate": op_connrate,
@@ -256,6 +263,10 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
+    # Hundreds of connections in one process (idle): its soft fd limit up to the hard one.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         result = asyncio.run(_main(spec))
     except (Exception, asyncio.TimeoutError) as exc:  # reported as JSON

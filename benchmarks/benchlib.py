@@ -158,6 +158,51 @@ def private_kib(pid: int) -> int:
     return total
 
 
+def thread_count(pid: int) -> int:
+    """Threads of ``pid`` and its live descendants (the ``Threads:`` of each
+    /proc/<pid>/status, summed): a process with one thread counts 1."""
+    total = 0
+    for p in [pid, *children_of(pid)]:
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def run_times(pid: int) -> dict[int, tuple[int, int]]:
+    """Every thread of ``pid`` and its live descendants: thread id -> (nanoseconds it has
+    run, times it was scheduled in), from /proc/<pid>/task/<tid>/schedstat.  Finer than
+    :func:`cpu_seconds` (one clock tick), for the idle workload's near-zero CPU."""
+    out: dict[int, tuple[int, int]] = {}
+    for p in [pid, *children_of(pid)]:
+        with contextlib.suppress(OSError):
+            tids = os.listdir(f"/proc/{p}/task")
+            for tid in tids:
+                with contextlib.suppress(OSError, ValueError), \
+                        open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    fields = f.read().split()
+                    out[int(tid)] = (int(fields[0]), int(fields[2]))
+    return out
+
+
+def run_delta(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
+              ) -> tuple[float, int]:
+    """CPU seconds and times scheduled in between two :func:`run_times` readings (threads
+    that ended in between are not counted)."""
+    ns = runs = 0
+    for tid, (t1, n1) in after.items():
+        t0, n0 = before.get(tid, (0, 0))
+        if t1 >= t0:  # else: a recycled thread id
+            ns += t1 - t0
+            runs += n1 - n0
+        else:
+            ns += t1
+            runs += n1
+    return ns / 1e9, runs
+
+
 def settle(pid: int, timeout: float = 5.0, children: bool = True) -> None:
     """Wait (bounded) until ``pid`` has no descendants left (unless ``children`` is false) and
     its CPU time stops moving."""

@@ -339,26 +339,30 @@ def ssh_scale_tp(port: int, password: str, total: int, concurrency: int, timeout
 
 
 class SshIdle:
-    """``count`` authenticated, idle ``ssh -N`` connections (ready once LocalCommand ran)."""
+    """``count`` authenticated, idle ``ssh -N`` connections (ready once LocalCommand ran), at
+    most ``concurrency`` of them coming up at once."""
 
-    def __init__(self, port: int, password: str, count: int, timeout: float) -> None:
+    def __init__(self, port: int, password: str, count: int, timeout: float,
+                 concurrency: int = 10) -> None:
         self.procs: list[subprocess.Popen] = []
         argv = ssh_argv(port, password, None, "-N", "-o", "PermitLocalCommand=yes",
                         "-o", "LocalCommand=echo ready")
         try:
-            for _ in range(count):
-                self.procs.append(benchlib.spawn(argv, stdin=subprocess.DEVNULL,
-                                                 stdout=subprocess.PIPE,
-                                                 stderr=subprocess.DEVNULL))
-            pending = {p.stdout.fileno(): p for p in self.procs if p.stdout}
+            pending: dict[int, subprocess.Popen] = {}
             deadline = time.monotonic() + timeout
-            while pending:  # bounded by the deadline
+            while len(self.procs) < count or pending:  # bounded by count and the deadline
+                while len(self.procs) < count and len(pending) < max(1, concurrency):
+                    proc = benchlib.spawn(argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    self.procs.append(proc)
+                    assert proc.stdout is not None
+                    pending[proc.stdout.fileno()] = proc
                 left = deadline - time.monotonic()
                 ready = select.select(list(pending), [], [], max(0.0, left))[0] if left > 0 \
                     else []
                 if not ready:
-                    raise TimeoutError(f"idle: {len(pending)} of {count} connections not up "
-                                       f"within {timeout} s")
+                    raise TimeoutError(f"idle: {count - len(self.procs) + len(pending)} of "
+                                       f"{count} connections not up within {timeout} s")
                 for fd in ready:
                     if os.read(fd, 64).startswith(b"ready"):
                         pending.pop(fd)
@@ -367,6 +371,10 @@ class SshIdle:
         except BaseException:
             self.close()
             raise
+
+    def finish(self) -> int:
+        """How many of the connections were lost (their ssh exited) while held."""
+        return sum(p.poll() is not None for p in self.procs)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -428,31 +436,60 @@ def asyncssh_staged(spec: dict[str, Any], mark: Callable[[], None]) -> dict[str,
 
 
 class AsyncsshIdle:
-    """``count`` idle asyncssh connections held by one aclient.py process."""
+    """``count`` idle asyncssh connections, held by aclient.py processes of at most
+    ``per_process`` connections each, all started at once (one client process alone would
+    limit how fast connections come up).  At most ``concurrency`` connections come up at
+    once, over all the processes."""
 
-    def __init__(self, spec: dict[str, Any], timeout: float) -> None:
-        self.proc = benchlib.spawn(_aclient_argv({**spec, "op": "idle",
-                                                  "timeout": timeout + 120}),
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL)
+    def __init__(self, spec: dict[str, Any], count: int, per_process: int, timeout: float,
+                 concurrency: int = 10) -> None:
+        self.procs: list[subprocess.Popen] = []
+        per_process = max(1, per_process)
+        counts = [min(per_process, count - i) for i in range(0, count, per_process)]
+        each = max(1, concurrency // len(counts))  # handshakes in flight per process
         try:
-            assert self.proc.stdout is not None
-            fd = self.proc.stdout.fileno()
-            if not select.select([fd], [], [], timeout)[0]:
-                raise TimeoutError(f"idle: connections not up within {timeout} s")
-            line = self.proc.stdout.readline().decode("utf-8", "replace")
-            data = json.loads(line) if line.startswith("{") else {}
-            if data.get("ready") != spec["count"]:
-                raise RuntimeError(f"idle: asyncssh client said {line.strip()!r}")
+            for n in counts:
+                self.procs.append(benchlib.spawn(
+                    _aclient_argv({**spec, "op": "idle", "count": n, "concurrency": each,
+                                   "timeout": timeout + 120}),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + timeout
+            for proc, n in zip(self.procs, counts):  # each bounded by the one deadline
+                assert proc.stdout is not None
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([proc.stdout.fileno()], [], [], left)[0]:
+                    raise TimeoutError(f"idle: {count} connections not up within {timeout} s")
+                line = proc.stdout.readline().decode("utf-8", "replace")
+                data = json.loads(line) if line.startswith("{") else {}
+                if data.get("ready") != n:
+                    raise RuntimeError(f"idle: asyncssh client said {line.strip()[:300]!r}")
         except BaseException:
             self.close()
             raise
 
-    def close(self) -> None:
-        if self.proc.stdin is not None:
+    def finish(self) -> int:
+        """Ask every client process to close its connections; how many of them had been lost
+        (closed by the server or by an error) while held.  Raises if a client failed."""
+        for proc in self.procs:
             with contextlib.suppress(OSError):
-                self.proc.stdin.write(b"stop\n")
-                self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        benchlib.stop(self.proc, grace=2)
+                assert proc.stdin is not None
+                proc.stdin.write(b"stop\n")
+                proc.stdin.flush()
+        lost = 0
+        for proc in self.procs:
+            out, _ = proc.communicate(timeout=60)
+            result = _result(proc, out, b"")
+            lost += int(result.get("lost", 0))
+        return lost
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None and proc.stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    proc.stdin.write(b"stop\n")
+                    proc.stdin.close()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            benchlib.stop(proc, grace=2)
+        self.procs.clear()

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib
 import clients
-from servers import NAMES, PASSWORD, ROOT, TITLES, Server, build_c_server
+from servers import NAMES, PASSWORD, ROOT, TITLES, Server, build_c_servers, demo_has_model_flag
 
 MiB = 1 << 20
 WORKLOADS = ("s2c", "c2s", "fwd", "rfwd", "conn", "idle", "scale")
@@ -50,6 +50,10 @@ WORKLOAD_TITLES = {
 # (workload, client) -> the servers that serve it; absent: every server.  The C reference and
 # the paramiko server have no reverse forwarding; the asyncssh client side is not written.
 SUPPORTED = {("rfwd", "ssh"): ("pylibssh", "asyncssh"), ("rfwd", "asyncssh"): ()}
+# server -> the only workloads it takes part in; absent: every workload.  The DemoServer's
+# thread-per-connection model is compared where the number of connections matters; the
+# one-process C server serves no channel at all (it is the idle memory floor).
+SERVER_WORKLOADS = {"pylibssh-threads": ("idle", "scale"), "c-floor": ("idle",)}
 # Metrics where a bigger value is better (for the reader; ratios are plain our/their).
 HIGHER_IS_BETTER = ("MiB/s", "conn/s")
 
@@ -61,7 +65,11 @@ class Config:
     conn_count: int = 200
     conn_concurrency: int = 20
     latency_count: int = 20
-    idle_count: int = 50
+    idle_count: int = 1000          # idle connections held (asyncssh client)
+    idle_ssh_count: int = 50        # the same with the ssh client (one process each)
+    idle_low_fraction: float = 0.2  # memory slope from this fraction of them to all
+    idle_per_client: int = 250      # connections per asyncssh client process
+    idle_concurrency: int = 20      # connections coming up at once (both steps alike)
     idle_seconds: float = 10.0
     scale_levels: tuple[int, ...] = (1, 10, 50, 200)
     scale_min_conns: int = 40
@@ -73,6 +81,20 @@ class Config:
 
     def scale_conns(self, k: int) -> int:
         return max(k, self.scale_min_conns)
+
+    def idle_conns(self, client: str) -> int:
+        return self.idle_count if client == "asyncssh" else min(self.idle_count,
+                                                                 self.idle_ssh_count)
+
+    def idle_low(self, client: str) -> int:
+        n = self.idle_conns(client)
+        return min(n - 1, max(1, round(n * self.idle_low_fraction)))
+
+
+def serves(server: str, workload: str, client: str | None = None) -> bool:
+    if workload not in SERVER_WORKLOADS.get(server, WORKLOADS):
+        return False
+    return client is None or server in SUPPORTED.get((workload, client), (server,))
 
 
 @dataclass
@@ -164,44 +186,51 @@ def w_conn(server: Server, client: str, cfg: Config, _sink: int) -> dict[str, fl
             "latency p95 ms": benchlib.percentile(lat, 0.95) * 1000}
 
 
-def idle_round(servers: dict[str, Server], client: str, cfg: Config
-               ) -> dict[str, dict[str, float] | Exception]:
-    """``idle_count`` idle connections to every server at once (fresh servers), then every
-    server's CPU over the same ``idle_seconds`` window and its PSS growth per connection."""
-    out: dict[str, dict[str, float] | Exception] = {}
-    mem0: dict[str, int] = {}
-    holders: dict[str, Any] = {}
+def w_idle(server: Server, client: str, cfg: Config) -> dict[str, float]:
+    """``n`` idle authenticated connections to one fresh server, opened in two steps.  The
+    server tree's private memory (USS) after ``low`` and after all ``n`` of them gives the KiB
+    per connection as a slope, so that start-up and warm-up do not count.  Both steps bring
+    connections up at the same concurrency, so that the memory a server keeps from its busiest
+    moment (handshakes in flight) is alike in both readings.  Then, while all ``n`` are held:
+    the tree's thread count, and its CPU time and wake-ups over ``idle_seconds`` (from the
+    scheduler's per-thread figures, in nanoseconds: a clock tick would be too coarse)."""
+    n, low = cfg.idle_conns(client), cfg.idle_low(client)
+    timeout = 60 + 0.2 * n
+    holders: list[Any] = []
+
+    def hold(count: int) -> int:
+        if client == "ssh":
+            holders.append(clients.SshIdle(server.port, PASSWORD, count, timeout,
+                                           cfg.idle_concurrency))
+        else:
+            holders.append(clients.AsyncsshIdle(aspec(server, cfg, "idle"), count,
+                                                cfg.idle_per_client, timeout,
+                                                cfg.idle_concurrency))
+        time.sleep(0.5)  # let post-auth work finish
+        benchlib.settle(server.pid, 5.0, children=False)
+        return benchlib.private_kib(server.pid)
+
     try:
-        for name, server in servers.items():
-            benchlib.settle(server.pid, 3.0)
-            mem0[name] = benchlib.private_kib(server.pid)
-        for name, server in servers.items():
-            try:
-                if client == "ssh":
-                    holders[name] = clients.SshIdle(server.port, PASSWORD, cfg.idle_count, 60)
-                else:
-                    holders[name] = clients.AsyncsshIdle(
-                        aspec(server, cfg, "idle", count=cfg.idle_count), 60)
-            except Exception as exc:  # an "error" cell
-                out[name] = exc
-        time.sleep(1.0)  # let post-auth work finish
-        c0 = {name: benchlib.cpu_seconds(servers[name].pid) for name in holders}
+        benchlib.settle(server.pid, 3.0, children=False)
+        mem_low = hold(low)
+        mem = hold(n - low)
+        threads = benchlib.thread_count(server.pid)
+        r0 = benchlib.run_times(server.pid)
         t0 = time.monotonic()
         time.sleep(cfg.idle_seconds)
+        cpu, wakeups = benchlib.run_delta(r0, benchlib.run_times(server.pid))
         secs = time.monotonic() - t0
-        for name in holders:
-            server = servers[name]
-            if not server.alive():
-                out[name] = RuntimeError("the server died")
-                continue
-            cpu = benchlib.cpu_seconds(server.pid) - c0[name]
-            out[name] = {"CPU %": cpu / secs * 100,
-                         "private KiB/conn": (benchlib.private_kib(server.pid) - mem0[name])
-                         / cfg.idle_count}
+        if not server.alive():
+            raise RuntimeError("the server died")
+        lost = sum(holder.finish() for holder in holders)
+        if lost:
+            raise RuntimeError(f"{lost} of {n} idle connections were closed while held")
     finally:
-        for holder in holders.values():
+        for holder in holders:
             holder.close()
-    return out
+    return {"private KiB/conn": (mem - mem_low) / (n - low), "threads": threads,
+            "CPU %": cpu / secs * 100, "wake-ups/s": wakeups / secs,
+            "private MiB in all": mem / 1024}
 
 
 def w_scale(server: Server, client: str, cfg: Config, _sink: int) -> dict[str, Any]:
@@ -251,7 +280,7 @@ def metric_order(workload: str, cfg: Config) -> list[str]:
     if workload == "conn":
         return ["conn/s", "CPU ms/conn", "latency p50 ms", "latency p95 ms"]
     if workload == "idle":
-        return ["CPU %", "private KiB/conn"]
+        return ["private KiB/conn", "threads", "CPU %", "wake-ups/s", "private MiB in all"]
     return [f"{m} @{k}" for m in ("conn/s", "CPU ms/conn") for k in cfg.scale_levels] + \
         [f"{m} @{k}" for m in ("MiB/s", "CPU ms/MiB") for k in cfg.scale_levels]
 
@@ -296,28 +325,30 @@ def _cell(res: Results, key: tuple[str, str, str, str], runs: int) -> tuple[str,
     if not values:
         return "error", None
     med = benchlib.median(values)
-    text = _fmt(med)
+    text = f"{med:.0f}" if key[2] == "threads" else _fmt(med)
     if len(values) < runs:
         text += f" ({runs - len(values)}/{runs} err)"
     return text, med
 
 
-def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, float]) -> str:
-    servers = cfg.servers
+def _table(res: Results, cfg: Config, workloads: list[str]) -> list[str]:
+    """One markdown table: a column for every chosen server that takes part in one of
+    ``workloads``, then the our/other ratios."""
+    servers = [s for s in cfg.servers if any(serves(s, w) for w in workloads)]
     ours = "pylibssh"
     others = [s for s in servers if s != ours] if ours in servers else []
     cols = ["workload", "client", "metric", *(TITLES[s] for s in servers),
             *(f"our/{TITLES[s]}" for s in others)]
-    lines = [*header, "", "| " + " | ".join(cols) + " |",
+    lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"]
-    for workload in cfg.workloads:
+    for workload in workloads:
         metrics = metric_order(workload, cfg)
         metrics += [m for m in res.metrics.get(workload, []) if m not in metrics]
         for client in cfg.clients:
             for metric in metrics:
                 cells, meds = [], {}
                 for s in servers:
-                    if s not in SUPPORTED.get((workload, client), (s,)):
+                    if not serves(s, workload, client):
                         cells.append("-")
                         meds[s] = None
                         continue
@@ -331,15 +362,77 @@ def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, fl
                     ratios.append(f"{a / b:.2f}" if ok else "-")  # type: ignore[operator]
                 lines.append(f"| {WORKLOAD_TITLES[workload]} | {client} | {metric} | "
                              + " | ".join(cells + ratios) + " |")
-    lines += ["", "Ratios are plain our/their: above 1 is better for MiB/s and conn/s, "
-              "below 1 is better for CPU, latency and memory.", ""]
+    return lines
+
+
+def _median(res: Results, client: str, metric: str, server: str) -> float | None:
+    values = res.values.get(("idle", client, metric, server))
+    return benchlib.median(values) if values else None
+
+
+def idle_notes(res: Results, cfg: Config) -> list[str]:
+    """What the idle figures are, and the issue's targets checked against them."""
+    lines = []
+    for client in cfg.clients:
+        n, low = cfg.idle_conns(client), cfg.idle_low(client)
+        procs = -(-n // cfg.idle_per_client)
+        how = (f"held by {procs} client process{'es' if procs > 1 else ''} of at most "
+               f"{cfg.idle_per_client}" if client == "asyncssh" else "one ssh process each")
+        lines.append(f"- {client}: {n} connections ({how}); private KiB/conn is the growth "
+                     f"of the server's USS from {low} to {n} connections over the "
+                     f"{n - low} added.")
+    lines.append(f"- Connections come up {cfg.idle_concurrency} at a time in both steps. "
+                 f"threads: of the server's whole process tree while it holds them all (the "
+                 f"forking C server has one process per connection). CPU % and wake-ups/s: "
+                 f"the tree's run time and the times its threads were scheduled in, over "
+                 f"{cfg.idle_seconds:g} s of holding them (/proc/<pid>/task/<tid>/schedstat, "
+                 f"nanoseconds). private MiB in all: the tree's USS then.")
+    if "asyncssh" not in cfg.clients or "pylibssh" not in cfg.servers:
+        return lines
+    ours = _median(res, "asyncssh", "private KiB/conn", "pylibssh")
+    theirs = _median(res, "asyncssh", "private KiB/conn", "asyncssh")
+    floor = _median(res, "asyncssh", "private KiB/conn", "c-floor")
+    threads = _median(res, "asyncssh", "threads", "pylibssh")
+    cpu = _median(res, "asyncssh", "CPU %", "pylibssh")
+    if ours is None:
+        return lines
+    goal = []
+    if theirs is not None:
+        goal.append(f"{'met' if ours <= theirs else 'NOT met'}: {_fmt(ours)} KiB/conn, "
+                    f"at most asyncssh's {_fmt(theirs)}")
+    if floor is not None and floor > 0:
+        goal.append(f"{ours / floor:.2f}x the one-process C floor of {_fmt(floor)} "
+                    f"(within 1.2x: {'met' if ours <= 1.2 * floor else 'NOT met'})")
+    if threads is not None and cpu is not None:
+        goal.append(f"{threads:.0f} threads (the goal: the reactor's threads + 4) and "
+                    f"{_fmt(cpu)} % CPU (0 % as top shows it, below 0.05 %: "
+                    f"{'met' if cpu < 0.05 else 'NOT met'})")
+    lines.append(f"- The issue's targets for pylibssh_server with the asyncssh client, "
+                 f"{cfg.idle_count} connections: " + "; ".join(goal) + ".")
+    return lines
+
+
+def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, float],
+           notes: list[str]) -> str:
+    lines = [*header, ""]
+    main = [w for w in cfg.workloads if w != "idle"]
+    if main:
+        lines += [*_table(res, cfg, main), ""]
+    if "idle" in cfg.workloads:
+        lines += [f"### {WORKLOAD_TITLES['idle']}", "", *_table(res, cfg, ["idle"]), "",
+                  *idle_notes(res, cfg), ""]
+    lines += ["Ratios are plain our/their: above 1 is better for MiB/s and conn/s, "
+              "below 1 is better for CPU, latency, memory, threads and wake-ups.", ""]
     lines += [
         "Server CPU is read from /proc for the server process and all its descendants "
         "(children it reaped included). For exec throughput (1, 2, 6 MiB/s) the exec'd "
         "command's own CPU, reported by the shell's `times`, is subtracted (shown in the "
         "\"command\" rows); connection figures (4, 6 conn/s) include the `sh -c true` each "
         "connection runs (" + ", ".join(f"{k} {_fmt(v)}" for k, v in baselines.items())
-        + " without SSH, the same for every server); 3 and 5 run no command.", ""]
+        + " without SSH, the same for every server); 3 and 5 run no command. The idle CPU "
+        "(5) is the scheduler's run time of the tree's threads, in nanoseconds.", ""]
+    if notes:
+        lines += ["Notes:", *(f"- {note}" for note in notes), ""]
     if res.errors:
         lines.append("Errors:")
         for (workload, client, server), messages in sorted(res.errors.items()):
@@ -351,8 +444,12 @@ def render(res: Results, cfg: Config, header: list[str], baselines: dict[str, fl
 
 
 def versions() -> str:
-    import asyncssh
-    import paramiko
+    import warnings
+
+    with warnings.catch_warnings():  # asyncssh's and paramiko's deprecation warnings
+        warnings.simplefilter("ignore")
+        import asyncssh
+        import paramiko
 
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
     libssh = subprocess.run(["pkg-config", "--modversion", "libssh"], capture_output=True,
@@ -363,16 +460,28 @@ def versions() -> str:
 
 # ---- main -----------------------------------------------------------------------------------
 
-def start_servers(cfg: Config, hostkey: Path, logdir: Path, c_binary: Path | None,
-                  live: list[Server], fail: Callable[[str, str], Any]) -> dict[str, Server]:
-    """Start every server (each warmed up by one connection, outside the figures)."""
+def start_servers(cfg: Config, hostkey: Path, logdir: Path, binaries: dict[str, Path],
+                  live: list[Server], fail: Callable[[str, str], Any], workload: str,
+                  names: tuple[str, ...] | None = None) -> dict[str, Server]:
+    """Start every server (of ``names``, default all chosen) that takes part in ``workload``,
+    each warmed up by one connection, outside the figures."""
     ready: dict[str, Server] = {}
-    for name in cfg.servers:
-        server = Server(name, hostkey, logdir, c_binary)
+    for name in names if names is not None else cfg.servers:
+        if not serves(name, workload):
+            continue
+        extra: tuple[str, ...] = ()
+        if workload == "idle" and name.startswith("pylibssh"):
+            # The DemoServer's own cap is at most 1000 clients at once (less with a low
+            # open-files limit): room for every idle connection, and the warm-up one.
+            extra = ("--max-connections", str(cfg.idle_count + 64))
+        server = Server(name, hostkey, logdir, binaries, extra)
         try:
             server.start()
             live.append(server)
-            clients._ssh_exec(server.port, PASSWORD, "true", 60)
+            if name == "c-floor":  # it runs no command: an idle connection instead
+                clients.SshIdle(server.port, PASSWORD, 1, 60).close()
+            else:
+                clients._ssh_exec(server.port, PASSWORD, "true", 60)
             ready[name] = server
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             log(f"   {TITLES[name]}: cannot start: {exc}")
@@ -389,17 +498,18 @@ def stop_servers(live: list[Server]) -> None:
 def report(res: Results, workload: str, client: str, name: str, run: int,
            fig: dict[str, Any] | Exception, t0: float) -> None:
     took = f" ({time.monotonic() - t0:.1f} s)" if t0 else ""
+    width = max(len(t) for t in TITLES.values())
     if isinstance(fig, Exception):
         res.fail(workload, client, name, f"{type(fig).__name__}: {fig}")
-        log(f"   run {run + 1} {TITLES[name]:15} {client:8} ERROR {fig}")
+        log(f"   run {run + 1} {TITLES[name]:{width}} {client:8} ERROR {fig}")
         return
     for message in fig.get("_errors", []):
         res.fail(workload, client, name, message)
-        log(f"   run {run + 1} {TITLES[name]:15} {client:8} ERROR {message}")
+        log(f"   run {run + 1} {TITLES[name]:{width}} {client:8} ERROR {message}")
     res.add(workload, client, name, fig)
     shown = ", ".join([f"{k} {_fmt(v)}" for k, v in fig.items()
-                       if not k.startswith("_")][:4])
-    log(f"   run {run + 1} {TITLES[name]:15} {client:8} {shown}{took}")
+                       if not k.startswith("_")][:5])
+    log(f"   run {run + 1} {TITLES[name]:{width}} {client:8} {shown}{took}")
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
@@ -407,21 +517,28 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--quick", action="store_true", help="1 run, smaller sizes (a few minutes)")
     p.add_argument("--runs", type=int, help="runs per figure (median); default 3, quick 1")
     p.add_argument("--size-mib", type=int, help="bytes per throughput run (default 256)")
+    p.add_argument("--idle-conns", type=int, metavar="N",
+                   help="idle connections held with the asyncssh client (default 1000, "
+                        "quick 200; the ssh client holds at most 50)")
     p.add_argument("--servers", help=f"comma list of {','.join(NAMES)}")
     p.add_argument("--clients", help=f"comma list of {','.join(CLIENTS)}")
     p.add_argument("--workloads", help=f"comma list of {','.join(WORKLOADS)}")
     p.add_argument("--c-src", default=str(Path(__file__).resolve().parent / "c_server"),
-                   help="folder of c_libssh_server.c and its Makefile")
+                   help="folder of the C servers (c_libssh_server.c, c_libssh_floor.c) and their "
+                        "Makefile")
     p.add_argument("--out", default=str(ROOT / ".bench" / "results.md"))
     args = p.parse_args(argv)
     cfg = Config()
     if args.quick:
         cfg = Config(runs=1, size=64 * MiB, conn_count=100, latency_count=10,
-                     idle_seconds=5.0, scale_min_conns=20, scale_bytes=32 * MiB, timeout=120)
+                     idle_count=200, idle_seconds=5.0, scale_min_conns=20,
+                     scale_bytes=32 * MiB, timeout=120)
     if args.runs:
         cfg.runs = max(1, args.runs)
     if args.size_mib:
         cfg.size = max(16, args.size_mib) * MiB
+    if args.idle_conns:
+        cfg.idle_count = max(10, args.idle_conns)
     for attr, allowed in (("servers", NAMES), ("clients", CLIENTS), ("workloads", WORKLOADS)):
         value = getattr(args, attr)
         if value:
@@ -455,17 +572,30 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     live: list[Server] = []
     sink: subprocess.Popen | None = None
-    c_binary: Path | None = None
+    binaries: dict[str, Path] = {}
+    notes: list[str] = []
     try:
         with tempfile.TemporaryDirectory(dir=bench_dir) as tmp:
             hostkey = Path(tmp) / "hostkey_ed25519"
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)],
                            check=True, timeout=30)
-            if "c" in cfg.servers:
+            if "c" in cfg.servers or "c-floor" in cfg.servers:
                 try:
-                    c_binary = build_c_server(Path(args.c_src), bench_dir / "bin")
+                    binaries = build_c_servers(Path(args.c_src), bench_dir / "bin")
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                    log(f"C server: {exc}")
+                    log(f"C servers: {exc}")
+            if "pylibssh-threads" in cfg.servers and any(
+                    serves("pylibssh-threads", w) for w in cfg.workloads):
+                try:
+                    has_model = demo_has_model_flag()
+                except (OSError, subprocess.SubprocessError) as exc:
+                    has_model = False
+                    log(f"python -m pylibssh_server.demo --help: {exc}")
+                if not has_model:
+                    cfg.servers = tuple(s for s in cfg.servers if s != "pylibssh-threads")
+                    notes.append(f"{TITLES['pylibssh-threads']} skipped: `python -m "
+                                 "pylibssh_server.demo --help` does not mention `--model`.")
+                    log(notes[-1])
             sink_port = 0
             if "fwd" in cfg.workloads or "rfwd" in cfg.workloads:
                 sink_log = str(logdir / "sink.log")
@@ -478,29 +608,41 @@ def main(argv: list[str] | None = None) -> int:
             for workload in cfg.workloads:
                 log(f"== {WORKLOAD_TITLES[workload]}")
                 if workload == "idle":
-                    # Fresh servers for every round (memory baselines), all measured at once.
+                    # One fresh server at a time (memory baselines, and nothing else on
+                    # the machine while it holds its connections).
                     for run in range(cfg.runs):
                         for client in cfg.clients:
-                            ready = start_servers(cfg, hostkey, logdir, c_binary, live,
-                                                  lambda name, msg, c=client, w=workload: res.fail(
-                                                      w, c, name, msg))
-                            try:
-                                for name, fig in idle_round(ready, client, cfg).items():
-                                    report(res, workload, client, name, run, fig, 0.0)
-                            finally:
-                                stop_servers(live)
+                            for name in cfg.servers:
+                                if not serves(name, workload, client):
+                                    continue
+                                ready = start_servers(
+                                    cfg, hostkey, logdir, binaries, live,
+                                    lambda n, msg, c=client, w=workload: res.fail(w, c, n, msg),
+                                    workload, (name,))
+                                try:
+                                    if name not in ready:
+                                        continue
+                                    t0 = time.monotonic()
+                                    fig: dict[str, Any] | Exception
+                                    try:
+                                        fig = w_idle(ready[name], client, cfg)
+                                    except Exception as exc:  # an "error" cell
+                                        fig = exc
+                                    report(res, workload, client, name, run, fig, t0)
+                                finally:
+                                    stop_servers(live)
                     continue
-                ready = start_servers(cfg, hostkey, logdir, c_binary, live,
+                ready = start_servers(cfg, hostkey, logdir, binaries, live,
                                       lambda name, msg, w=workload: [
-                                          res.fail(w, c, name, msg) for c in cfg.clients])
+                                          res.fail(w, c, name, msg) for c in cfg.clients],
+                                      workload)
                 try:
                     for run in range(cfg.runs):
                         for name, server in ready.items():
                             for client in cfg.clients:
-                                if name not in SUPPORTED.get((workload, client), (name,)):
+                                if not serves(name, workload, client):
                                     continue  # a "-" cell: that server has no such feature
                                 t0 = time.monotonic()
-                                fig: dict[str, Any] | Exception
                                 try:
                                     fig = run_workload(workload, server, client, cfg,
                                                        sink_port)
@@ -515,8 +657,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
             f"{'quick' if args.quick else 'full'} mode: median of {cfg.runs} run(s), "
             f"{cfg.size // MiB} MiB per throughput run, {cfg.conn_count} connections at "
-            f"{cfg.conn_concurrency} concurrent, {cfg.idle_count} idle connections for "
-            f"{cfg.idle_seconds:g} s, scale levels {list(cfg.scale_levels)} "
+            f"{cfg.conn_concurrency} concurrent, {cfg.idle_count} idle connections "
+            f"({cfg.idle_conns('ssh')} with ssh) held for {cfg.idle_seconds:g} s, scale "
+            f"levels {list(cfg.scale_levels)} "
             f"({cfg.scale_bytes // MiB} MiB in all per level). Took "
             f"{(time.time() - started) / 60:.1f} min; load average "
             f"{load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after.",
@@ -524,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             versions() + ". Cipher aes128-gcm@openssh.com, kex "
             "curve25519-sha256@libssh.org, Ed25519 host key for all.",
         ]
-        text = render(res, cfg, header, baselines)
+        text = render(res, cfg, header, baselines, notes)
         print(text, flush=True)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -532,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = {"config": {k: v for k, v in cfg.__dict__.items()},
                "values": {"|".join(k): v for k, v in res.values.items()},
                "errors": {"|".join(k): v for k, v in res.errors.items()},
-               "baselines": baselines}
+               "baselines": baselines, "notes": notes}
         out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=list) + "\n")
         log(f"written to {out}")
         return 0

@@ -45,7 +45,8 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from types import CoroutineType
 from typing import Any, Protocol, TypeVar
 
 from pylibssh_server._ffi import ensure_thread_logging, ffi
@@ -124,6 +125,10 @@ class Watcher(Protocol):
 
     def fd_removed(self, fd: int) -> None:
         """Stop polling ``fd`` now: its owner removed it and may close it next."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], where: str,
+              on_error: Callable[[], Any] | None) -> bool:
+        """Run a coroutine a hook returned as a task (True), if the loop is asyncio's."""
 
 
 class HandoffLock:
@@ -455,14 +460,47 @@ class Driver:
         still runs callbacks: the session is marked busy around the hook, so closes inside it
         are deferred instead of freeing what libssh is walking.
         """
+        ran, result = self._run_hook(where, hook, args)
+        if not ran:
+            return fail
+        if isinstance(result, CoroutineType):
+            # libssh needs this hook's answer now: a coroutine cannot give it.
+            result.close()
+            self.record(TypeError(f"{where} must answer at once: it cannot be a coroutine "
+                                  "(only hooks whose answer is 'accepted' or nothing can)"),
+                        where)
+            return fail
+        return result  # type: ignore[no-any-return]
+
+    def call_spawning(self, where: str, fail: T, ok: T, on_error: Callable[[], Any] | None,
+                      hook: Callable[..., Any], *args: Any) -> Any:
+        """:meth:`call` for a hook that may be a coroutine function (on the asyncio reactor):
+        its coroutine runs as a task, and libssh hears ``ok`` at once.  A task's exception
+        is logged and ``on_error()`` runs (a channel hook's channel is closed)."""
+        ran, result = self._run_hook(where, hook, args)
+        if not ran:
+            return fail
+        if not isinstance(result, CoroutineType):
+            return result
+        watcher = self.watcher
+        if watcher is None or not watcher.spawn(result, where, on_error):
+            result.close()
+            self.record(TypeError(f"{where} returned a coroutine: coroutine hooks need the "
+                                  "asyncio reactor (pylibssh_server.aio)"), where)
+            return fail
+        return ok
+
+    def _run_hook(self, where: str, hook: Callable[..., Any],
+                  args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """``(True, hook(*args))``, or ``(False, None)`` with the exception stored."""
         outermost = self._depth == 0
         if outermost:
             self._enter()
         try:
-            return hook(*args)
+            return True, hook(*args)
         except BaseException as exc:
             self.record(exc, where)
-            return fail
+            return False, None
         finally:
             if outermost:
                 self._leave()

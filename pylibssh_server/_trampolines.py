@@ -216,8 +216,10 @@ def _channel_data_function_cb(
             return 0
     hook = target.hooks["on_data"]
     assert hook is not None
-    result = driver.call("on_data", failed, hook, target.session, target.channel,
-                         ffi.buffer(data, length)[:], bool(is_stderr), target.userdata)
+    result = driver.call_spawning("on_data", failed, None, target.channel.abort, hook,
+                                  target.session, target.channel,
+                                  ffi.buffer(data, length)[:], bool(is_stderr),
+                                  target.userdata)
     if result is failed:
         return _abort_later(target)
     if result is not None:
@@ -234,13 +236,16 @@ def _abort_later(target: ChannelTarget) -> int:
     return 0
 
 
-def _channel_hook(userdata: Any, name: str, fail: Any, *args: Any) -> Any:
+def _channel_hook(userdata: Any, name: str, fail: Any, *args: Any, ok: Any = None) -> Any:
+    """A channel hook; it may be a coroutine function (on the asyncio reactor: libssh hears
+    ``ok``, the coroutine runs as a task, and its exception closes the channel)."""
     target: ChannelTarget = ffi.from_handle(userdata)
     hook = target.hooks[name]
     if hook is None:
         return fail
-    return target.driver.call(name, fail, hook, target.session, target.channel, *args,
-                              target.userdata)
+    return target.driver.call_spawning(name, fail, ok, target.channel.abort, hook,
+                                       target.session, target.channel, *args,
+                                       target.userdata)
 
 
 @ffi.def_extern()
@@ -292,7 +297,7 @@ def _channel_x11_req_function_cb(
 
 
 def _request(userdata: Any, name: str, *args: Any) -> int:
-    return _to_request(_channel_hook(userdata, name, False, *args))
+    return _to_request(_channel_hook(userdata, name, False, *args, ok=True))
 
 
 @ffi.def_extern(error=DENY_REQUEST)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import select
@@ -604,10 +605,18 @@ class _Acceptor(Job):
             return
         try:
             job = self.on_session(session)
+            if inspect.isawaitable(job):
+                self.reactor.start_later(job, session, self._adopt)
+                return
         except Exception:
             logger.exception("Bind.serve: on_session failed for %s", session.peer)
             session.close()
             return
+        self._adopt(session, job)
+
+    def _adopt(self, session: Session, job: Job | None) -> None:
+        """Drive ``session`` with ``job`` (None: a ServedSession), unless it was refused."""
+        bind = self.bind
         if session.closed:
             return
         if job is None:

@@ -34,7 +34,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from pylibssh_server._driver import Flag  # re-exported: public
@@ -175,6 +175,13 @@ class Job:
         if loop is not None:
             loop.forget_fd(self, fd)
 
+    def spawn(self, coro: Coroutine[Any, Any, Any], where: str,
+              on_error: Callable[[], Any] | None) -> bool:
+        """Run a coroutine one of the session's hooks returned (True), if this job's loop is
+        an asyncio one (False otherwise)."""
+        loop = self._loop
+        return loop is not None and loop.spawn(coro, where, on_error)
+
 
 class _Loop:
     """One reactor thread: an epoll over its jobs' fds, their timers, a wake-up pipe."""
@@ -193,8 +200,13 @@ class _Loop:
         self._timers: list[tuple[float, int, Job]] = []
         self._seq = 0
         self._stopping = False
+        #: Jobs to step again in the next round (their step asked for 0 s).
+        self._again: dict[Job, None] = {}
         self.thread = threading.Thread(target=self._run, name=f"pylibssh-reactor-{index}",
                                        daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
 
     @property
     def load(self) -> int:
@@ -207,17 +219,17 @@ class _Loop:
                 raise RuntimeError("the reactor is closed")
             job._loop = self
             self._incoming.append(job)
-        self._poke()
+        self.poke()
 
     def wake(self, job: Job) -> None:
         with self._lock:
             self._woken.add(job)
-        self._poke()
+        self.poke()
 
     def retire(self) -> None:
         with self._lock:
             self._stopping = True
-        self._poke()
+        self.poke()
 
     def stop(self) -> None:
         with self._lock:
@@ -228,7 +240,7 @@ class _Loop:
                 job.stop()
             except Exception:
                 logger.exception("reactor: stopping %r", job)
-        self._poke()
+        self.poke()
 
     def forget(self, job: Job) -> None:
         """Stop polling every fd of ``job`` now (they are about to close)."""
@@ -248,7 +260,7 @@ class _Loop:
                     job._gone = set()
                 job._gone.add(fd)
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
         with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
             os.write(self._pipe_w, b"\x01")
 
@@ -261,60 +273,70 @@ class _Loop:
 
     # ---- the loop thread --------------------------------------------------------------------
     def _run(self) -> None:
-        ready: dict[Job, None] = {}
-        again: dict[Job, None] = {}
         try:
-            while True:
-                with self._lock:
-                    incoming, self._incoming = self._incoming, []
-                    woken, self._woken = self._woken, set()
-                    stopping = self._stopping
-                for job in incoming:
-                    self._jobs.add(job)
-                    ready[job] = None
-                for job in woken:
-                    if job in self._jobs:
-                        ready[job] = None
-                if stopping and not self._jobs and not ready:
-                    return
-                ready.update(again)
-                again = {}
-                timeout = 0.0 if ready else self._next_timeout()
-                try:
-                    events = self._epoll.poll(timeout)
-                except InterruptedError:
-                    events = []
-                for fd, _ in events:
-                    if fd == self._pipe_r:
-                        with contextlib.suppress(OSError):
-                            while os.read(self._pipe_r, 4096):
-                                pass
-                        continue
-                    owner = self._fd_owner.get(fd)
-                    if owner is not None:
-                        ready[owner] = None
-                self._due_timers(ready)
-                batch, ready = ready, {}
-                for job in batch:
-                    if job in self._jobs and self._step(job) == 0:
-                        again[job] = None
+            while self._iterate(block=True):
+                pass
         except BaseException:
             logger.exception("reactor loop failed: its sessions are closed")
-            for job in list(self._jobs):
-                self._end(job)
             raise
         finally:
-            with self._lock:
-                self._stopping = True
-                leftover, self._incoming = self._incoming, []
-            for job in leftover:
-                self._jobs.add(job)
-            for job in list(self._jobs):
-                self._end(job)
-            self._epoll.close()
-            for fd in (self._pipe_r, self._pipe_w):
+            self._shut_down()
+
+    def _iterate(self, block: bool) -> bool:
+        """One round: take the jobs added and woken, poll the fds (waiting, with ``block``,
+        until one is ready or a timer is due), step every job that is ready.  False once
+        the loop is stopping and has no job left."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            woken, self._woken = self._woken, set()
+            stopping = self._stopping
+        ready, self._again = self._again, {}
+        for job in incoming:
+            self._jobs.add(job)
+            ready[job] = None
+        for job in woken:
+            if job in self._jobs:
+                ready[job] = None
+        if stopping and not self._jobs and not ready:
+            return False
+        timeout = 0.0 if ready or not block else self._next_timeout()
+        try:
+            events = self._epoll.poll(timeout)
+        except InterruptedError:
+            events = []
+        for fd, _ in events:
+            if fd == self._pipe_r:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
+                    while os.read(self._pipe_r, 4096):
+                        pass
+                continue
+            owner = self._fd_owner.get(fd)
+            if owner is not None:
+                ready[owner] = None
+        self._due_timers(ready)
+        for job in ready:
+            if job in self._jobs and self._step(job) == 0:
+                self._again[job] = None
+        return True
+
+    def _shut_down(self) -> None:
+        """End every job still here (their sessions close) and release the loop's fds."""
+        with self._lock:
+            self._stopping = True
+            leftover, self._incoming = self._incoming, []
+        for job in leftover:
+            self._jobs.add(job)
+        for job in list(self._jobs):
+            self._end(job)
+        self._epoll.close()
+        for fd in (self._pipe_r, self._pipe_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], where: str,
+              on_error: Callable[[], Any] | None) -> bool:
+        """Run a coroutine a hook returned: only an asyncio loop can (False here)."""
+        return False
 
     def _next_timeout(self) -> float:
         timers = self._timers
@@ -451,7 +473,7 @@ class Reactor:
         if count < 1:
             raise ValueError("Reactor needs at least one thread")
         self._lock = threading.Lock()
-        self._loops = [_Loop(self, i) for i in range(count)]
+        self._loops = self._make_loops(count)
         self._workers = workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
@@ -459,7 +481,10 @@ class Reactor:
         self._idle = threading.Condition(self._lock)
         self._count = 0
         for loop in self._loops:
-            loop.thread.start()
+            loop.start()
+
+    def _make_loops(self, count: int) -> list[_Loop]:
+        return [_Loop(self, i) for i in range(count)]
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -487,6 +512,16 @@ class Reactor:
         except RuntimeError:
             self._job_ended(job)
             raise
+
+    def start_later(self, awaitable: Any, session: Session,
+                     adopt: Callable[[Session, Job | None], None]) -> None:
+        """For ``Bind.serve``: ``on_session`` returned an awaitable; an asyncio reactor
+        awaits it, then calls ``adopt(session, its result)``.  This one cannot: TypeError."""
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("on_session returned a coroutine: serve on an AsyncioReactor "
+                        "(pylibssh_server.aio)")
 
     def _job_ended(self, job: Job) -> None:
         with self._lock:

@@ -59,6 +59,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+
 extern char **environ;
 
 #define CHUNK           (64 * 1024) /* bytes moved per read/write */
@@ -134,10 +136,9 @@ struct chan {
 };
 
 struct conn {
+    struct login login; /* first: on_password() gets the conn as userdata */
     ssh_session session;
     ssh_event event;
-    const char *password;
-    int authenticated;
     struct chan *chans;
     int need_reap_tick; /* a child without pidfd must be polled for */
     int kick;           /* a libssh callback ran since the last pass */
@@ -590,25 +591,13 @@ static struct chan *chan_add(struct conn *conn, enum chan_kind kind,
 /* ------------------------------------------------------------------ */
 /* Server callbacks                                                    */
 
-static int on_password(ssh_session session, const char *user,
-                       const char *password, void *userdata)
-{
-    struct conn *conn = userdata;
-    (void)session;
-    (void)user;
-    if (password != NULL && strcmp(password, conn->password) == 0) {
-        conn->authenticated = 1;
-        return SSH_AUTH_SUCCESS;
-    }
-    return SSH_AUTH_DENIED;
-}
-
 static ssh_channel on_session_open(ssh_session session, void *userdata)
 {
     struct conn *conn = userdata;
     ssh_channel ch;
 
-    if (!conn->authenticated || (ch = ssh_channel_new(session)) == NULL) {
+    if (!conn->login.authenticated ||
+        (ch = ssh_channel_new(session)) == NULL) {
         return NULL;
     }
     if (chan_add(conn, KIND_SESSION, ch) == NULL) {
@@ -630,7 +619,7 @@ static int on_message(ssh_session session, ssh_message msg, void *userdata)
     int fd;
 
     (void)session;
-    if (!conn->authenticated ||
+    if (!conn->login.authenticated ||
         ssh_message_type(msg) != SSH_REQUEST_CHANNEL_OPEN ||
         ssh_message_subtype(msg) != SSH_CHANNEL_DIRECT_TCPIP) {
         return 1;
@@ -909,7 +898,7 @@ static void serve(ssh_bind bind, int fd, const char *password)
     time_t started = time(NULL);
 
     memset(&conn, 0, sizeof(conn));
-    conn.password = password;
+    conn.login.password = password;
     conn.session = ssh_new();
     if (conn.session == NULL) {
         close(fd);
@@ -975,7 +964,8 @@ static void serve(ssh_bind bind, int fd, const char *password)
         if (rc == SSH_ERROR || !ssh_is_connected(conn.session)) {
             break;
         }
-        if (!conn.authenticated && time(NULL) - started > AUTH_DEADLINE_S) {
+        if (!conn.login.authenticated &&
+            time(NULL) - started > AUTH_DEADLINE_S) {
             break;
         }
     }
@@ -1006,82 +996,15 @@ static void on_sigchld(int sig)
     errno = saved;
 }
 
-static int open_listener(const char *addr, const char *port,
-                         char *shown, size_t shown_len)
-{
-    struct addrinfo hints, *list = NULL, *ai;
-    int fd = -1, one = 1;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-    if (getaddrinfo(addr, port, &hints, &list) != 0) {
-        return -1;
-    }
-    for (ai = list; ai != NULL && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            continue;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-            listen(fd, LISTEN_BACKLOG) != 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(list);
-    if (fd >= 0) {
-        /* report the port actually bound (useful with --port 0) */
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        char host[NI_MAXHOST], serv[NI_MAXSERV];
-
-        snprintf(shown, shown_len, "%s:%s", addr, port);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-            getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
-                        sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-            snprintf(shown, shown_len, "%s:%s", host, serv);
-        }
-    }
-    return fd;
-}
-
-static void usage(const char *prog)
-{
-    fprintf(stderr,
-            "usage: %s --port P --hostkey FILE [--password PW] [--addr A]\n",
-            prog);
-    exit(2);
-}
-
 int main(int argc, char **argv)
 {
-    const char *port = NULL, *hostkey = NULL;
-    const char *password = "bench", *addr = "127.0.0.1";
-    char shown[NI_MAXHOST + NI_MAXSERV + 2];
+    struct bench_args args;
+    char shown[SHOWN_LEN];
     struct sigaction sa;
-    ssh_key key = NULL;
     ssh_bind bind;
-    int lfd, i;
+    int lfd;
 
-    for (i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        const char **slot = strcmp(opt, "--port") == 0       ? &port
-                            : strcmp(opt, "--hostkey") == 0  ? &hostkey
-                            : strcmp(opt, "--password") == 0 ? &password
-                            : strcmp(opt, "--addr") == 0     ? &addr
-                                                             : NULL;
-        if (slot == NULL || i + 1 >= argc) {
-            usage(argv[0]);
-        }
-        *slot = argv[++i];
-    }
-    if (port == NULL || hostkey == NULL) {
-        usage(argv[0]);
-    }
+    parse_args(argc, argv, &args);
     keep_std_fds_taken();
 
     /* Broken pipes and reset sockets are handled where write() fails. */
@@ -1096,28 +1019,16 @@ int main(int argc, char **argv)
     ssh_init();
     /* Load the host key once, here, so that a bad file fails at start-up
      * and every connection process inherits the parsed key. */
-    if (ssh_pki_import_privkey_file(hostkey, NULL, NULL, NULL, &key) !=
-        SSH_OK) {
-        fprintf(stderr, "cannot load host key %s\n", hostkey);
-        return 1;
-    }
-    bind = ssh_bind_new();
-    if (bind == NULL ||
-        ssh_bind_options_set(bind, SSH_BIND_OPTIONS_IMPORT_KEY, key) != 0) {
-        fprintf(stderr, "cannot set up ssh_bind: %s\n",
-                bind != NULL ? ssh_get_error(bind) : "out of memory");
+    bind = bind_with_hostkey(args.hostkey);
+    if (bind == NULL) {
         return 1;
     }
 
-    lfd = open_listener(addr, port, shown, sizeof(shown));
+    lfd = open_listener(&args, SOCK_CLOEXEC, LISTEN_BACKLOG, shown);
     if (lfd < 0) {
-        fprintf(stderr, "cannot listen on %s port %s: %s\n", addr, port,
-                strerror(errno));
         return 1;
     }
-    printf("c_libssh_server (libssh %s) listening on %s, pid %d\n",
-           ssh_version(0), shown, (int)getpid());
-    fflush(stdout);             /* servers.py waits for this line */
+    announce("c_libssh_server", shown);
 
     for (;;) {
         int one = 1;
@@ -1144,7 +1055,7 @@ int main(int argc, char **argv)
             sa.sa_flags = 0;
             sigaction(SIGCHLD, &sa, NULL);
             close(lfd);
-            serve(bind, fd, password);
+            serve(bind, fd, args.password);
             _exit(0);
         }
         if (pid < 0) {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -447,6 +448,16 @@ class DemoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> DemoServer:
+        """``async with DemoServer(...) as server:`` in asyncio code: starting runs in a
+        worker thread, so the event loop never waits (the server runs on its own threads;
+        asyncssh clients in the same loop connect to it)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop and close in a worker thread (clients' commands are ended and waited for)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     # ---- logs ---------------------------------------------------------------------------
     def timeline_text(self) -> str:
