@@ -88,13 +88,15 @@ class Target:
     """
 
     __slots__ = ("driver", "hooks", "session", "userdata")
+    #: The hooks given (not None), by name.
     hooks: dict[str, Hook]
     userdata: Any
     session: Any
     driver: Any
 
     def __init__(self, hooks: dict[str, Hook], userdata: Any) -> None:
-        self.hooks = hooks
+        # Only the hooks given (a dict of every name, mostly None, is ~600 bytes a session).
+        self.hooks = {name: fn for name, fn in hooks.items() if fn is not None}
         self.userdata = userdata
         self.session = None
         self.driver = None
@@ -191,7 +193,8 @@ class CallbackTable:
     @property
     def hooks(self) -> dict[str, Hook]:
         """Hook name -> the function given (None where unset: libssh's default applies)."""
-        return self._target.hooks
+        given = self._target.hooks
+        return {name: given.get(name) for name in self._fields}
 
     @property
     def userdata(self) -> Any:
@@ -205,8 +208,8 @@ class CallbackTable:
             raise ValueError(f"these {type(self).__name__} are already set on another {kind}")
 
     def _install(self, skip: frozenset[str] = frozenset()) -> None:
-        for name, fn in self._target.hooks.items():
-            if fn is not None and name not in skip:
+        for name in self._target.hooks:
+            if name not in skip:
                 self._set_field(self._fields[name], True)
 
     def _set_field(self, field: str, on: bool) -> None:
@@ -237,7 +240,7 @@ class ServerTable(CallbackTable):
         target.session, target.driver = session, driver
         self._install(skip=ROUTED_HOOKS)
         session_target.server = target
-        routed = frozenset(hook for hook in ROUTED_HOOKS if target.hooks[hook] is not None)
+        routed = frozenset(hook for hook in ROUTED_HOOKS if target.hooks.get(hook) is not None)
         # One shared object per combination (a frozenset per session adds up on idle servers).
         session_target.routed = _ROUTED.setdefault(routed, routed)
         return self._struct
@@ -261,11 +264,11 @@ class ChannelTable(CallbackTable):
         # channel (and this struct) until the peer's CLOSE has arrived, and is_eof and
         # remote_closed read them.  Without a hook the trampolines only set the flags.
         for hook in ("on_eof", "on_close"):
-            if target.hooks[hook] is None:
+            if target.hooks.get(hook) is None:
                 self._set_field(self._fields[hook], True)
         return self._struct
 
     def _route_data(self, to_python: bool) -> None:
         """The Python data trampoline on or off (off while a C sink takes the data)."""
         self._set_field("channel_data_function",
-                        to_python and self._target.hooks["on_data"] is not None)
+                        to_python and self._target.hooks.get("on_data") is not None)

@@ -316,7 +316,7 @@ class Driver:
         self._teardown = Teardown.NONE
         self._closing = False
         self._requesters = 0
-        self._requesters_lock = threading.Lock()
+        self._requesters_lock = self._wake_lock  # never held together: one lock is enough
         self._closed = Flag()
         #: Set by ``Session.interrupt()``: a non-blocking key exchange gives up.
         self.interrupted = False

@@ -86,8 +86,7 @@ def _note_auth(target: Target, rc: int, user: str) -> None:
 
 def _call_server_hook(userdata: Any, name: str, fail: Any, *args: Any) -> Any:
     target: Target = ffi.from_handle(userdata)
-    hook = target.hooks[name]
-    assert hook is not None
+    hook = target.hooks[name]  # installed only when given
     return target.driver.call(name, fail, hook, target.session, *args, target.userdata)
 
 
@@ -214,7 +213,7 @@ def _channel_data_function_cb(
         length = max(0, min(int(room), length))
         if length == 0:
             return 0
-    hook = target.hooks["on_data"]
+    hook = target.hooks.get("on_data")
     assert hook is not None
     result = driver.call_spawning("on_data", failed, None, target.channel.abort, hook,
                                   target.session, target.channel,
@@ -240,7 +239,7 @@ def _channel_hook(userdata: Any, name: str, fail: Any, *args: Any, ok: Any = Non
     """A channel hook; it may be a coroutine function (on the asyncio reactor: libssh hears
     ``ok``, the coroutine runs as a task, and its exception closes the channel)."""
     target: ChannelTarget = ffi.from_handle(userdata)
-    hook = target.hooks[name]
+    hook = target.hooks.get(name)
     if hook is None:
         return fail
     return target.driver.call_spawning(name, fail, ok, target.channel.abort, hook,

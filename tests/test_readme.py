@@ -36,7 +36,8 @@ def _python_block_after(heading: str, nth: int = 0) -> str:
 #: Every Python block of the README, by the heading it follows and its index there: each has
 #: a test below.
 TESTED_BLOCKS = [("## The DemoServer in a test", 0), ("## The DemoServer in a test", 1),
-                 ("## The DemoServer in a test", 2), ("## Writing your own server", 0)]
+                 ("## The DemoServer in a test", 2), ("## Writing your own server", 0),
+                 ("## Writing your own server", 1), ("## Writing your own server", 2)]
 
 
 def test_every_python_block_is_tested() -> None:
@@ -107,12 +108,13 @@ def test_ready_client_settings_example_runs(tmp_path: Path,
         assert server.known_hosts_line().startswith(f"[127.0.0.1]:{server.port} ssh-ed25519 ")
 
 
-def test_writing_your_own_server_example_runs(tmp_path: Path) -> None:
-    """The "Writing your own server" block, run as a script: it prints its port (port 0),
-    answers an OpenSSH exec, and stops cleanly on Ctrl-C (SIGINT) with a client still
+@pytest.mark.parametrize("nth", [0, 1, 2], ids=["threads", "reactor", "asyncio"])
+def test_writing_your_own_server_example_runs(tmp_path: Path, nth: int) -> None:
+    """The "Writing your own server" blocks, each run as a script: it prints its port (port
+    0), answers an OpenSSH exec, and stops cleanly on Ctrl-C (SIGINT) with a client still
     connected: exit 0, no traceback."""
     script = tmp_path / "server.py"
-    script.write_text(_python_block_after("## Writing your own server"))
+    script.write_text(_python_block_after("## Writing your own server", nth))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     idle = None
