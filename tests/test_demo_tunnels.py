@@ -329,3 +329,67 @@ def test_a_refused_channel_open_closes_the_connection(demo_server: DemoServer) -
             return got, str(still)
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == (b"", "still\n")
+
+
+def test_slow_forward_target_does_not_stall_the_reactor() -> None:
+    """A direct-tcpip target that does not answer (its listen queue is full: the SYN is
+    dropped) is confirmed after a short wait and connects in the background; meanwhile the
+    reactor serves other clients; once the target accepts, the bytes flow."""
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(0)
+    port = target.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the accept queue: further SYNs are dropped
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+    with DemoServer(password="foo", reactor_threads=1) as server:
+        transport = paramiko.Transport(("127.0.0.1", server.port))
+        try:
+            transport.start_client(timeout=10)
+            transport.auth_password("u", "foo")
+            started = time.monotonic()
+            channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port),
+                                             ("127.0.0.1", 0), timeout=10)
+            opened = time.monotonic() - started
+            # The only reactor thread is free: another client runs a command at once.
+            other = paramiko.SSHClient()
+            other.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            other.connect("127.0.0.1", server.port, "u", "foo", look_for_keys=False,
+                          allow_agent=False, timeout=10)
+            try:
+                _, out, _ = other.exec_command("echo served", timeout=10)
+                assert out.read() == b"served\n"
+            finally:
+                other.close()
+            served = time.monotonic() - started
+            channel.sendall(b"ping")
+            for s in fillers:
+                s.close()
+            conns = []
+            deadline = time.monotonic() + 10
+            target.settimeout(0.2)
+            got = b""
+            while b"ping" not in got and time.monotonic() < deadline:
+                try:
+                    conns.append(target.accept()[0])
+                except TimeoutError:
+                    continue
+                for conn in conns:
+                    conn.settimeout(0.1)
+                    try:
+                        got += conn.recv(16)
+                    except (TimeoutError, OSError):
+                        pass
+            assert got == b"ping"
+            channel.close()
+            for conn in conns:
+                conn.close()
+        finally:
+            transport.close()
+            target.close()
+    assert opened < 2.0, f"opening the forward took {opened:.2f} s"
+    assert served < 5.0, f"another client waited {served:.2f} s"

@@ -24,6 +24,7 @@ the Python path (``on_data`` and Python fd handlers) described above.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
@@ -1054,12 +1055,46 @@ class ForwardHandler(_SinkHandler):
         self.sock.close()
 
 
-def connect_target(host: str, port: int, timeout: float = 5.0) -> socket.socket | None:
-    """Connect to a forwarding target (IPv4, IPv6 or a name); None if that fails."""
+#: How long opening a forward may wait for its target's answer (a refusal, usually at once
+#: on loopback) before it is confirmed anyway and the connection completes in the background.
+CONNECT_WAIT = 0.05
+
+
+def connect_target(host: str, port: int, wait: float = CONNECT_WAIT) -> socket.socket | None:
+    """Connect to a forwarding target (IPv4, IPv6 or a name): a non-blocking socket, or None
+    if every address refused within ``wait`` seconds.
+
+    The caller (a reactor's hook) must not block: a target that has not answered within
+    ``wait`` is returned still connecting; the forward's pipes then wait for it like for any
+    slow peer, and a later failure ends the forward (its channel closes).  A name is
+    resolved with ``getaddrinfo``, which can block: forward to addresses where that matters.
+    """
     try:
-        return socket.create_connection((host, port), timeout=timeout)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError, OverflowError, UnicodeError):
         return None
+    deadline = time.monotonic() + wait
+    for family, kind, proto, _, address in addresses:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            continue
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rc = sock.connect_ex(address)
+        if rc == 0:
+            return sock
+        if rc == errno.EINPROGRESS:
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            left = max(0.0, deadline - time.monotonic())
+            if not poller.poll(int(left * 1000)):
+                return sock  # still connecting: finished in the background
+            rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if rc == 0:
+                return sock
+        sock.close()
+    return None
 
 
 
