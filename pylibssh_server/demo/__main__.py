@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse ssh -A (no SSH_AUTH_SOCK for commands)")
     parser.add_argument("--forward-loopback-only", action="store_true",
                         help="refuse direct-tcpip forwards to anything but loopback")
-    parser.add_argument("--model", choices=["reactor", "threads"], default="reactor",
-                        help="reactor: many clients per thread (default); threads: a thread "
-                             "per client")
+    parser.add_argument("--model", choices=["reactor", "threads"],
+                        help="reactor: many clients per thread (default, unless "
+                             "PYLIBSSH_DEMO_MODEL says otherwise); threads: a thread per client")
     parser.add_argument("--reactor-threads", type=_positive_int, metavar="N",
                         help="threads of the reactor (default: one per CPU core)")
     auth = parser.add_argument_group("authentication, and looking like another server")
