@@ -35,7 +35,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Union
 
 from pylibssh_server._driver import Flag  # re-exported: public
 from pylibssh_server._ffi import lib
@@ -60,7 +60,7 @@ DONE: Final = _Done()
 
 #: Next-step answer of :meth:`Job.step`: seconds until it must run again at the latest
 #: (0: as soon as the loop has polled once more), None (only when an fd is ready), or DONE.
-StepResult = float | None | _Done
+StepResult = Union[float, None, _Done]  # (not `|`: evaluated at import, on 3.9 too)
 
 #: ``Job._gone`` while a sync runs: every fd of the job went (it is closing).
 _ALL_GONE: set[int] = set()
@@ -390,14 +390,20 @@ class _Loop:
         filled by forget/forget_fd) is not registered, and the job is stepped again to
         look once more.
         """
-        with self._lock:
-            job._syncing = True
+        # A plain store (forget/forget_fd read it under the lock): one that ran before it
+        # removed its fds from what poll_set reports first.
+        job._syncing = True
         try:
             wanted = {fd: mask for fd, events in job.poll_set().items()
                       if fd >= 0 and (mask := _epoll_mask(events))}
         except Exception:
             logger.exception("reactor: %r poll_set failed", job)
             wanted = {}
+        if job._gone is None and wanted == job._registered:
+            # Nothing changed (most steps): no lock, no epoll call.
+            job._syncing = False
+            if job._gone is None:
+                return
         with self._lock:
             gone, job._gone, job._syncing = job._gone, None, False
             if gone is not None:
