@@ -612,6 +612,12 @@ class Driver:
         thread out of the way (see :meth:`requesting_close`)."""
         return self._closing or self._requesters > 0  # mark_closed() sets _closing too
 
+    @property
+    def closing(self) -> bool:
+        """True once ``close()`` was called (sticky; a disconnect or an event close in
+        progress is only :attr:`close_requested`)."""
+        return self._closing
+
     def mark_closing(self) -> None:
         """The session is being closed: sticky, and the driving thread is woken."""
         self._closing = True

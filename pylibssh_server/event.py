@@ -266,8 +266,9 @@ class SessionEvent(Handle):
             raise ValueError("SessionEvent is closed")
         driver = self._driver
         if not driver.in_callback():
-            if driver.close_requested:
-                # Let the closing thread take the lock instead of racing it for another poll.
+            if driver.closing:
+                # Let the closing thread take the lock instead of racing it for another poll
+                # (only for a close: a disconnect or an event close never sets "closed").
                 driver.wait_closed(0.5)
             # Threads waiting for the session lock go first (they woke this poll to get it).
             driver.let_waiters_in(0.5)
