@@ -426,3 +426,48 @@ def test_use_after_close(host_key: SshKey) -> None:
         bind.serve(lambda s: None, wait=False)
     with pytest.raises(ValueError):
         Reactor(0)
+
+
+def test_a_stream_does_not_starve_other_sessions_of_its_thread() -> None:
+    """On a one-thread reactor, a client streaming into a command leaves the thread free
+    enough for another client's commands to be answered promptly (a poll batch ends after
+    a few milliseconds even while bytes keep coming)."""
+    from pylibssh_server.demo import DemoServer
+
+    with DemoServer(password="pw", reactor_threads=1) as server:
+        streaming = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port)))
+        other = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port)))
+        try:
+            for transport in (streaming, other):
+                transport.start_client(timeout=10)
+                transport.auth_password("user", "pw")
+            channel = streaming.open_session(timeout=10)
+            channel.exec_command("cat > /dev/null")
+            done = threading.Event()
+
+            def pump() -> None:
+                chunk = b"z" * 65536
+                deadline = time.monotonic() + 20
+                while not done.is_set() and time.monotonic() < deadline:
+                    channel.sendall(chunk)
+
+            pumping = threading.Thread(target=pump)
+            pumping.start()
+            try:
+                time.sleep(0.3)  # the stream is under way
+                waits = []
+                for i in range(5):
+                    started = time.monotonic()
+                    session = other.open_session(timeout=10)
+                    session.exec_command(f"echo {i}")
+                    assert session.makefile().read() == f"{i}\n".encode()
+                    waits.append(time.monotonic() - started)
+                    session.close()
+                assert pumping.is_alive(), "the stream ended before the other client's turns"
+            finally:
+                done.set()
+                pumping.join(30)
+            assert max(waits) < 2.0, waits
+        finally:
+            streaming.close()
+            other.close()
