@@ -149,7 +149,7 @@ class AsyncioReactor(Reactor):
         assert isinstance(loop, _AsyncioLoop)
         return loop
 
-    async def start_session(self, awaitable: Awaitable[Job | None], session: Session,
+    async def _start_session(self, awaitable: Awaitable[Job | None], session: Session,
                             adopt: Callable[[Session, Job | None], None]) -> None:
         """``on_session`` was a coroutine: await it, then hand its result to ``adopt``."""
         try:
@@ -162,7 +162,7 @@ class AsyncioReactor(Reactor):
 
     def start_later(self, awaitable: Awaitable[Job | None], session: Session,
                      adopt: Callable[[Session, Job | None], None]) -> None:
-        self._asyncio_loop.spawn(self.start_session(awaitable, session, adopt),
+        self._asyncio_loop.spawn(self._start_session(awaitable, session, adopt),
                                  "on_session", session.close)
 
     async def aclose(self, timeout: float = 30.0) -> None:

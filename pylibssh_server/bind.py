@@ -137,7 +137,6 @@ class Bind(Handle):
         #: ``serve``: the sessions its jobs drive, the accepting job, the reactor's threads.
         self._served: dict[Job, Session] = {}
         self._acceptor: _Acceptor | None = None
-        self._loop_threads: frozenset[threading.Thread] = frozenset()
         self._paused_until = 0.0
         try:
             if log_verbosity is not None:
@@ -261,7 +260,10 @@ class Bind(Handle):
         """
         if self._closing or self._sock is None:
             raise ValueError("Bind is closed")
-        return self._accept(timeout)
+        session = self._accept(timeout)
+        if session is None:
+            self._sit_out_pause()
+        return session
 
     def _accept(self, timeout: float | None) -> Session | None:
         with self._accept_done:
@@ -320,13 +322,16 @@ class Bind(Handle):
         self._resource_pause(exc)
 
     def _resource_pause(self, exc: OSError) -> None:
+        """Out of a resource: accepting pauses for RESOURCE_BACKOFF (each caller waits its
+        own way: ``accept``/``listen`` sleep it out, ``serve``'s acceptor sets a timer)."""
         self._out_of_fds.hit(exc.strerror or exc)
-        if threading.current_thread() in self._loop_threads:
-            # On a reactor thread: no sleeping; the acceptor stops polling for a while.
-            self._paused_until = time.monotonic() + RESOURCE_BACKOFF
-            return
-        # The wake-up pipe ends the pause at once when close() is called.
-        select.select([self._wake_r] if self._wake_r >= 0 else [], [], [], RESOURCE_BACKOFF)
+        self._paused_until = time.monotonic() + RESOURCE_BACKOFF
+
+    def _sit_out_pause(self) -> None:
+        """Sleep until the pause ends (the wake-up pipe ends it at once on close())."""
+        left = self._paused_until - time.monotonic()
+        if left > 0:
+            select.select([self._wake_r] if self._wake_r >= 0 else [], [], [], left)
 
     def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
         # Non-blocking: libssh writes only after POLLOUT, but a blocking send() of a large
@@ -390,6 +395,7 @@ class Bind(Handle):
         refused = _Throttled("Bind.listen: connection refused")
         try:
             while not self._closing:
+                self._sit_out_pause()  # after running out of a resource (a no-op otherwise)
                 session = self._accept(None)  # None (not ValueError) once closed meanwhile
                 if session is None:
                     continue
@@ -490,7 +496,6 @@ class Bind(Handle):
             acceptor = _Acceptor(self, reactor, on_session, own, max_sessions,
                                  max_unauthenticated, login_grace)
             self._acceptor = acceptor
-            self._loop_threads = frozenset(reactor.threads)
         reactor.add(acceptor)
         if wait:
             acceptor.sessions_ended.wait()  # set once accepting stopped and sessions ended
@@ -586,13 +591,12 @@ class _Acceptor(Job):
                 return DONE
             left = bind._paused_until - time.monotonic()
             if left > 0:
-                return left
+                return left  # out of fds: see _resource_pause
             session = bind._accept(0)
             if session is None:
-                if not bind.is_open:
-                    return DONE
-                left = bind._paused_until - time.monotonic()
-                return left if left > 0 else None  # paused: out of fds (see _resource_pause)
+                if bind.is_open and bind._paused_until <= time.monotonic():
+                    return None  # nothing more queued
+                continue  # closed or paused meanwhile: answered above
             self._start(session)
         return 0.0
 

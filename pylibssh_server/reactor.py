@@ -128,11 +128,6 @@ class Job:
             self._watched = session
             session._driver.watch(self)
 
-    @property
-    def loop_thread(self) -> threading.Thread | None:
-        """The thread stepping this job (None before it was added to a reactor)."""
-        return None if self._loop is None else self._loop.thread
-
     def poll_set(self) -> dict[int, int]:
         """fd -> ``POLLIN``/``POLLOUT`` bits to wait for (default: none)."""
         return {}
@@ -484,7 +479,6 @@ class Reactor:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         self._retired = False
-        self._idle = threading.Condition(self._lock)
         self._count = 0
         for loop in self._loops:
             loop.start()
@@ -532,12 +526,6 @@ class Reactor:
     def _job_ended(self, job: Job) -> None:
         with self._lock:
             self._count -= 1
-            self._idle.notify_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until every job finished; False on timeout."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self._count <= 0, timeout)
 
     def run_blocking(self, func: Callable[..., Any], *args: Any,
                      **kwargs: Any) -> concurrent.futures.Future[Any]:
@@ -614,6 +602,7 @@ class ServedSession(Job):
         self.error: BaseException | None = None
         self._deadline = None if login_grace is None else time.monotonic() + login_grace
         self._stopping = False
+        session.set_blocking(False)  # the key exchange goes in steps
 
     def step(self) -> StepResult:
         session = self.session
@@ -637,8 +626,6 @@ class ServedSession(Job):
     def _kex_step(self) -> StepResult:
         session = self.session
         try:
-            if session.is_blocking:
-                session.set_blocking(False)
             done = session.key_exchange_step()
         except (KeyExchangeError, ValueError) as exc:
             logger.debug("session %s: key exchange ended: %s", session.peer, exc)

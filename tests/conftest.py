@@ -21,7 +21,15 @@ from typing import Any
 import paramiko
 import pytest
 
-from pylibssh_server import AuthMethod, Bind, ServerCallbacks, Session, SessionEvent, SshKey
+from pylibssh_server import (
+    AuthMethod,
+    AuthStatus,
+    Bind,
+    ServerCallbacks,
+    Session,
+    SessionEvent,
+    SshKey,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,6 +92,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(0.02)
+
+
+def password_pw(sess: Session, user: str, password: str, userdata: Any) -> AuthStatus:
+    """An ``on_auth_password`` hook that accepts the password "pw", for any user."""
+    return AuthStatus.SUCCESS if password == "pw" else AuthStatus.DENIED
 
 
 _SPAWNS: list[str] = []

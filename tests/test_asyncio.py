@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncssh
 import pytest
+from conftest import password_pw
 
 from pylibssh_server import (
     AuthMethod,
@@ -74,10 +75,6 @@ async def test_demo_server_in_async_tests() -> None:
             await ticking
 
 
-def _password(sess: Session, user: str, password: str, userdata: Any) -> AuthStatus:
-    return AuthStatus.SUCCESS if password == "pw" else AuthStatus.DENIED
-
-
 class AsyncServer:
     """An asyncio server: ``on_session`` and the channel hooks are coroutines."""
 
@@ -121,7 +118,7 @@ class AsyncServer:
             return channel
 
         session.set_server_callbacks(ServerCallbacks(
-            on_auth_password=_password, on_channel_open_request_session=on_open))
+            on_auth_password=password_pw, on_channel_open_request_session=on_open))
         session.set_auth_methods(AuthMethod.PASSWORD)
         job = ServedSession(session, login_grace=10)
         self.jobs.append(job)

@@ -15,12 +15,11 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import ssh_base_args, stop_process, wait_for
+from conftest import password_pw, ssh_base_args, stop_process, wait_for
 
 from pylibssh_server import (
     DONE,
     AuthMethod,
-    AuthStatus,
     Bind,
     ChannelCallbacks,
     Job,
@@ -45,10 +44,6 @@ def answer(channel: SshChannel, out: bytes, status: int = 0) -> bool:
     return True
 
 
-def _password(sess: Session, user: str, password: str, userdata: Any) -> AuthStatus:
-    return AuthStatus.SUCCESS if password == "pw" else AuthStatus.DENIED
-
-
 class EchoServer:
     """``Bind.serve`` with exec answered ``echo: <command>`` (or by ``on_exec``)."""
 
@@ -71,7 +66,7 @@ class EchoServer:
         def on_session(session: Session) -> None:
             self.sessions.append(session)
             session.set_server_callbacks(ServerCallbacks(
-                on_auth_password=_password, on_channel_open_request_session=on_open))
+                on_auth_password=password_pw, on_channel_open_request_session=on_open))
             session.set_auth_methods(AuthMethod.PASSWORD)
 
         self.reactor = self.bind.serve(on_session, reactor=reactor, wait=False, **serve_kwargs)
@@ -140,7 +135,7 @@ def test_serve_own_reactor_waits_and_closes(host_key: SshKey) -> None:
 
     def on_session(session: Session) -> None:
         served.append(session)
-        session.set_server_callbacks(ServerCallbacks(on_auth_password=_password))
+        session.set_server_callbacks(ServerCallbacks(on_auth_password=password_pw))
         session.set_auth_methods(AuthMethod.PASSWORD)
 
     result: list[Reactor] = []
@@ -398,7 +393,7 @@ def test_served_session_api(host_key: SshKey, reactor: Reactor) -> None:
             return DONE if left <= 0 else left
 
     def on_session(session: Session) -> Job:
-        session.set_server_callbacks(ServerCallbacks(on_auth_password=_password))
+        session.set_server_callbacks(ServerCallbacks(on_auth_password=password_pw))
         session.set_auth_methods(AuthMethod.PASSWORD)
         return Limited(session)
 
