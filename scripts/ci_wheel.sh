@@ -33,7 +33,10 @@ tmp=$(mktemp -d /tmp/pylibssh-ci-wheel.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 cp scripts/wheel_smoke.py "$tmp/"
 
-system_lib=$(/sbin/ldconfig -p | awk '/^[[:space:]]*libssh\.so\.4 / { print $NF; exit }')
+# The cache is read whole before it is searched: an early-exiting reader on a pipe
+# leaves ldconfig to die of SIGPIPE when the cache is large, and pipefail stops the run.
+ld_cache=$(/sbin/ldconfig -p)
+system_lib=$(awk '/^[[:space:]]*libssh\.so\.4 / && !found { print $NF; found = 1 }' <<<"$ld_cache")
 [ -z "$system_lib" ] || system_lib=$(readlink -f "$system_lib")
 prefix_lib="$(make -s --no-print-directory -C vendor "prefix-$series")/lib"
 : >"$tmp/empty"
