@@ -11,7 +11,9 @@ subclass the tables here and add only their typed constructors.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
+from types import FunctionType
 from typing import Any, ClassVar, Optional
 
 from pylibssh_server._ffi import features, ffi, lib, require_feature
@@ -80,6 +82,32 @@ ROUTED_HOOKS: frozenset[str] = frozenset(
     if not features[_NEWER_FIELDS[SERVER_FIELDS[hook]][0]])
 
 
+#: Hook dicts shared by the targets given the same plain functions: a server holds thousands
+#: of sessions with one set of hooks each, and a dict is a few hundred bytes.  Only functions
+#: without a closure are shared (module-level ones, whose lifetime the cache cannot stretch);
+#: the bound keeps functions made anew for each session from growing it without end.
+_SHARED_HOOKS: dict[tuple[tuple[str, int], ...], dict[str, Hook]] = {}
+_SHARED_HOOKS_MAX = 64
+_shared_hooks_lock = threading.Lock()
+
+
+def _given_hooks(hooks: Mapping[str, Hook]) -> dict[str, Hook]:
+    """The hooks that are set, as a dict to be read only (shared where the functions are)."""
+    given = {name: fn for name, fn in hooks.items() if fn is not None}
+    if not all(type(fn) is FunctionType and fn.__closure__ is None for fn in given.values()):
+        return given
+    # By identity: the cached dict keeps its functions alive, so an id in a key is never
+    # another function's.
+    key = tuple((name, id(fn)) for name, fn in given.items())
+    with _shared_hooks_lock:
+        shared = _SHARED_HOOKS.get(key)
+        if shared is None:
+            if len(_SHARED_HOOKS) >= _SHARED_HOOKS_MAX:
+                del _SHARED_HOOKS[next(iter(_SHARED_HOOKS))]  # the oldest
+            _SHARED_HOOKS[key] = shared = given
+    return shared
+
+
 class Target:
     """What a callback struct's ``userdata`` handle points to (see the module docstring).
 
@@ -88,7 +116,7 @@ class Target:
     """
 
     __slots__ = ("driver", "hooks", "session", "userdata")
-    #: The hooks given (not None), by name.
+    #: The hooks given (not None), by name; read only (it may be shared, see _given_hooks).
     hooks: dict[str, Hook]
     userdata: Any
     session: Any
@@ -96,7 +124,7 @@ class Target:
 
     def __init__(self, hooks: dict[str, Hook], userdata: Any) -> None:
         # Only the hooks given (a dict of every name, mostly None, is ~600 bytes a session).
-        self.hooks = {name: fn for name, fn in hooks.items() if fn is not None}
+        self.hooks = _given_hooks(hooks)
         self.userdata = userdata
         self.session = None
         self.driver = None

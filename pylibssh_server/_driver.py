@@ -20,7 +20,9 @@ API below.  The threading rules, in one place:
    (:meth:`Driver.request_teardown`).
 4. **Other threads hand over, never race.**  A thread that finds the lock taken wakes the
    driving thread through the wake-up pipe (in the session's event) and waits; the driving loop
-   lets waiters in before its next round (:meth:`Driver.let_waiters_in`).
+   lets waiters in before its next round (:meth:`Driver.let_waiters_in`).  A session a reactor
+   drives never waits inside libssh (it polls with timeout 0), so it has no pipe until a
+   blocking wait needs one: a wake-up ends the running batch of rounds and tells the reactor.
 5. **No deadlock between sessions.**  From inside another session's callback, output and
    teardown never wait for a busy session: :meth:`Driver.call_or_post` posts them to its driving
    thread instead.  Any other wait that would close a cycle of threads waiting for each other's
@@ -56,6 +58,9 @@ __all__ = ["Driver", "Flag", "HandoffLock", "Teardown", "Watcher"]
 logger: logging.Logger = logging.getLogger("pylibssh_server")
 
 T = TypeVar("T")
+
+#: ``Driver.wake_r`` of a session without a wake-up pipe yet (-1: the pipe is closed).
+_NO_PIPE = -2
 
 #: Guards the waits-for graph below and every HandoffLock's waiter count.
 _graph_lock = threading.Lock()
@@ -131,6 +136,16 @@ class Watcher(Protocol):
         """Run a coroutine a hook returned as a task (True), if the loop is asyncio's."""
 
 
+class LockOwner(Protocol):
+    """What a :class:`HandoffLock` calls back (its session's :class:`Driver`)."""
+
+    def wakeup(self) -> None:
+        """End the holder's wait inside libssh: a thread wants the lock."""
+
+    def lock_released(self) -> None:
+        """After the last release, outside the lock, while :attr:`HandoffLock.watched`."""
+
+
 class HandoffLock:
     """A re-entrant lock whose holder can be asked to hand it over (a session's lock).
 
@@ -138,25 +153,29 @@ class HandoffLock:
     with a plain ``RLock`` a ``channel.write()`` from another thread waits for the client to
     send something (forever if it is idle), and a polling loop re-takes the lock ahead of
     waiting threads round after round.  Here a thread that finds the lock taken counts itself
-    as a waiter and calls ``wake`` (which ends the wait in ``dopoll``); the driving loop calls
+    as a waiter and calls ``owner.wakeup()`` (which ends the wait in ``dopoll``); the driving
+    loop calls
     :meth:`let_waiters_in` before its next round.
 
     A thread whose wait would close a cycle of threads waiting for each other's locks gets
     ``RuntimeError`` instead of waiting (rule 5).
     """
 
-    __slots__ = ("_count", "_lock", "_no_waiters", "_owner", "_waiters", "_wake", "released")
+    # The owner, not bound methods of it: two fewer objects for every session.
+    __slots__ = ("_count", "_lock", "_no_waiters", "_owner", "_session_owner", "_waiters",
+                 "watched")
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, owner: LockOwner) -> None:
         self._lock = threading.RLock()
-        self._wake = wake
+        self._session_owner = owner
         self._owner: int | None = None  # the holding thread (maintained under _lock)
         self._count = 0
         self._waiters = 0
-        self._no_waiters = Flag(True)
-        #: Called after the last release, outside the lock (a reactor's hook, see
+        #: Set while threads wait (made by the first: most sessions never see one).
+        self._no_waiters: Flag | None = None
+        #: Call ``owner.lock_released()`` after the last release (a reactor's hook, see
         #: ``Driver.watch``).
-        self.released: Callable[[], None] | None = None
+        self.watched = False
 
     @property
     def waiters(self) -> int:
@@ -180,17 +199,20 @@ class HandoffLock:
                     "waiting for this session would deadlock: its thread waits for a session "
                     "this thread holds (a call from inside another session's callback)")
             _waiting[me] = self
-            self._waiters += 1
-            self._no_waiters.clear()
+            if self._no_waiters is None:
+                self._no_waiters = Flag()
+            else:
+                self._no_waiters.clear()
+            self._waiters += 1  # after the flag: let_waiters_in reads them without the lock
         try:
-            self._wake()
+            self._session_owner.wakeup()
             return self._lock.acquire(True, timeout)
         finally:
             with _graph_lock:
                 del _waiting[me]
                 self._waiters -= 1
                 if not self._waiters:
-                    self._no_waiters.set()
+                    self._no_waiters.set()  # type: ignore[union-attr]  # made above
 
     def _closes_cycle(self, me: int) -> bool:
         """True if this lock's holder is (through other holders) waiting for ``me``."""
@@ -214,9 +236,8 @@ class HandoffLock:
             return
         self._owner = None
         self._lock.release()
-        released = self.released
-        if released is not None:
-            released()
+        if self.watched:
+            self._session_owner.lock_released()
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -229,8 +250,9 @@ class HandoffLock:
 
         A no-op for a thread that holds the lock itself (a nested call from a callback).
         """
-        if self._waiters and self._owner != threading.get_ident():
-            self._no_waiters.wait(timeout)
+        no_waiters = self._no_waiters
+        if self._waiters and no_waiters is not None and self._owner != threading.get_ident():
+            no_waiters.wait(timeout)
 
 
 class Teardown(enum.IntEnum):
@@ -256,8 +278,8 @@ class _Posted:
             pass  # its object was closed meanwhile: the call is void, as it would be now
 
 
-class _Driving:
-    """``with driver.driving():`` (state is the driver's, so one object serves nesting)."""
+class _Marked:
+    """``with driver.marked():``: bookkeeping only."""
 
     __slots__ = ("_driver",)
 
@@ -266,16 +288,6 @@ class _Driving:
 
     def __enter__(self) -> None:
         self._driver._enter()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._driver._leave():
-            self._driver._finish_driving()
-
-
-class _Marked(_Driving):
-    """``with driver.marked():``: bookkeeping only."""
-
-    __slots__ = ()
 
     def __exit__(self, *exc: object) -> None:
         self._driver._leave()
@@ -295,17 +307,20 @@ class Driver:
     """
 
     # A session's driver lives as long as the session: no per-instance dict.
-    __slots__ = ("__weakref__", "_c_state", "_closed", "_closing", "_depth", "_driving",
-                 "_exception", "_marked", "_requesters", "_requesters_lock", "_settle",
-                 "_teardown", "_thread", "_wake_lock", "_wake_w", "_work", "blocking",
-                 "channels", "event", "interrupted", "lock", "out_counter", "stop", "wake_r",
-                 "watcher")
+    __slots__ = ("__weakref__", "_c_state", "_closed", "_closing", "_depth",
+                 "_exception", "_requesters", "_requesters_lock", "_settle",
+                 "_teardown", "_thread", "_wake_lock", "_wake_pending", "_wake_w", "_work",
+                 "blocking", "channels", "event", "interrupted", "lock", "wake_r", "watcher")
 
-    def __init__(self, settle: Callable[[Teardown], None]) -> None:
+    def __init__(self, settle: Callable[[Teardown], None], wake_pipe: bool = True) -> None:
         # The pipe first: at the open-files limit it raises EMFILE, and nothing exists yet.
-        self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Without one now, wake_r is _NO_PIPE until a blocking wait makes it (wake_fd()).
+        self.wake_r, self._wake_w = (os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) if wake_pipe
+                                     else (_NO_PIPE, _NO_PIPE))
+        #: A wake-up came while there was no pipe: the pipe starts readable.
+        self._wake_pending = False
         self._wake_lock = threading.Lock()
-        self.lock = HandoffLock(self.wakeup)
+        self.lock = HandoffLock(self)
         self._settle = settle
         self._depth = 0
         self._thread: int | None = None
@@ -324,13 +339,8 @@ class Driver:
         #: libssh (bounded by the session timeout), non-blocking ones are driven by polls.
         self.blocking = True
         # One C allocation for both (an owning cdata costs a few hundred bytes each, per
-        # session): [0] the stop flags, [1] the output counter.
+        # session): [0] the stop flags, [1] the output counter (see stop, out_counter).
         self._c_state = ffi.new("long long[2]")
-        # [0]: end the current batch of poll rounds (read by pylibssh_event_dopoll_batch);
-        # [1]: the C fd pipes moved bytes in it.  The C pipes keep a pointer to it.
-        self.stop = ffi.cast("int *", self._c_state)
-        #: Bytes handed to libssh's output buffer since it last drained (rule 8).
-        self.out_counter = ffi.cast("long long *", self._c_state) + 1
         #: The session's channels, oldest first: flushed after every driving call and
         #: invalidated (newest first) before libssh frees them with the session.
         self.channels: list[Any] = []
@@ -338,9 +348,20 @@ class Driver:
         self.event: Any = None
         #: The reactor loop watching this session's fds, if any (see :meth:`watch`).
         self.watcher: Watcher | None = None
-        # Plain objects, not generator context managers: they wrap every poll.
-        self._driving = _Driving(self)
-        self._marked = _Marked(self)
+
+    # Pointers into _c_state, made when asked (each is an object a session would keep).
+    @property
+    def stop(self) -> Any:
+        """``int *``: [0] ends the current batch of poll rounds (read by
+        ``pylibssh_event_dopoll_batch``); [1] the C fd pipes moved bytes in it.  The C pipes
+        keep the pointer (the memory lives as long as the driver)."""
+        return ffi.cast("int *", self._c_state)
+
+    @property
+    def out_counter(self) -> Any:
+        """``long long *``: bytes handed to libssh's output buffer since it last drained
+        (rule 8); the C pumps keep the pointer and count into it."""
+        return self._c_state + 1
 
     # ---- a reactor watching the session's fds -------------------------------------------
     def watch(self, watcher: Watcher | None) -> None:
@@ -353,9 +374,10 @@ class Driver:
         ``ssh_disconnect``/``ssh_free``, an extra fd its owner removes first).
         """
         self.watcher = watcher
-        self.lock.released = None if watcher is None else self._released
+        self.lock.watched = watcher is not None
 
-    def _released(self) -> None:
+    def lock_released(self) -> None:
+        """The session's lock was released for the last time (see :class:`HandoffLock`)."""
         watcher = self.watcher
         if watcher is not None and not watcher.owns_thread():
             watcher.touched()
@@ -371,12 +393,33 @@ class Driver:
         """Make a concurrent ``dopoll``/key exchange wait return early (thread-safe)."""
         # Under its own lock: a closed pipe's fd number may be reused by another socket.
         with self._wake_lock:
-            if self._wake_w < 0:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\x01")
+                except OSError:
+                    pass  # a wake-up is already pending
                 return
-            try:
-                os.write(self._wake_w, b"\x01")
-            except OSError:
-                pass  # a wake-up is already pending
+            if self._wake_w == _NO_PIPE:
+                self._wake_pending = True  # for a blocking wait that makes the pipe later
+        watcher = self.watcher
+        if watcher is not None:
+            # What the pipe's fd callback does inside a poll (SessionEvent._woken): a thread
+            # closing the session or waiting for its lock ends the batch of rounds.  Then the
+            # reactor steps the session.
+            if self.close_requested or self.lock.waiters:
+                self.end_batch()
+            watcher.touched()
+
+    def wake_fd(self) -> int:
+        """The wake-up pipe's read end, made now if the session has none yet (before a wait
+        that a wake-up must end); -1 once closed."""
+        with self._wake_lock:
+            if self.wake_r == _NO_PIPE:
+                self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                if self._wake_pending:
+                    self._wake_pending = False
+                    os.write(self._wake_w, b"\x01")
+            return self.wake_r
 
     def drain_wakeups(self) -> None:
         """Empty the wake-up pipe (the driving thread, after a wait)."""
@@ -389,11 +432,17 @@ class Driver:
             except OSError:
                 pass
 
+    @property
+    def wake_closed(self) -> bool:
+        """True once the wake-up pipe was closed (the session is freed or failed to start)."""
+        return self.wake_r == -1
+
     def close_wake_pipe(self) -> None:
         """Close the wake-up pipe (after the session left its event); idempotent."""
         with self._wake_lock:
             fds = (self.wake_r, self._wake_w)
             self.wake_r = self._wake_w = -1
+            self._wake_pending = False
             for fd in fds:
                 if fd >= 0:
                     try:
@@ -430,15 +479,22 @@ class Driver:
         _driving.drivers.remove(self)
         return True
 
-    def driving(self) -> _Driving:
+    def driving(self) -> Driver:
         """Around a C call that may run callbacks (lock held by the caller).  The outermost
         one then runs the queued work, settles, and re-raises a stored exception."""
-        return self._driving
+        return self  # the state is the driver's: the driver is the context manager
+
+    def __enter__(self) -> None:
+        self._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._leave():
+            self._finish_driving()
 
     def marked(self) -> _Marked:
         """Around a C call that may run callbacks, bookkeeping only: queued work and the
         stored exception wait for the enclosing (or the next) driving call."""
-        return self._marked
+        return _Marked(self)
 
     def _finish_driving(self) -> None:
         if self._work:
@@ -521,8 +577,13 @@ class Driver:
 
     def begin_batch(self) -> Any:
         """Reset the end-of-batch flag before a poll; returns it for the C loop."""
-        self.stop[0] = 0
-        return self.stop
+        stop = self.stop
+        stop[0] = 0
+        # After the reset: a thread that asked for the lock or a close just before it has its
+        # batch of one round (its wake-up, without a pipe, set the flag before the reset).
+        if self.close_requested or self.lock.waiters:
+            stop[0] = 1
+        return stop
 
     # ---- queued work (rules 3 and 5) ----------------------------------------------------
     def defer(self, action: Callable[[], Any]) -> None:
@@ -657,8 +718,8 @@ class Driver:
     @property
     def out_unflushed(self) -> int:
         """Bytes handed to libssh's output buffer since it was last seen empty."""
-        return int(self.out_counter[0])
+        return int(self._c_state[1])
 
     @out_unflushed.setter
     def out_unflushed(self, value: int) -> None:
-        self.out_counter[0] = value
+        self._c_state[1] = value

@@ -265,7 +265,7 @@ class Bind(Handle):
             self._sit_out_pause()
         return session
 
-    def _accept(self, timeout: float | None) -> Session | None:
+    def _accept(self, timeout: float | None, *, wake_pipe: bool = True) -> Session | None:
         with self._accept_done:
             sock = self._sock
             if self._closing or sock is None:
@@ -292,7 +292,7 @@ class Bind(Handle):
                 self._accepting -= 1
                 self._accept_done.notify_all()
         try:
-            return self._adopt(conn, address)
+            return self._adopt(conn, address, wake_pipe)
         except OSError as exc:
             conn.close()
             if exc.errno in RESOURCE_ERRNOS:
@@ -333,7 +333,7 @@ class Bind(Handle):
         if left > 0:
             select.select([self._wake_r] if self._wake_r >= 0 else [], [], [], left)
 
-    def _adopt(self, conn: socket.socket, address: Any) -> Session | None:
+    def _adopt(self, conn: socket.socket, address: Any, wake_pipe: bool) -> Session | None:
         # Non-blocking: libssh writes only after POLLOUT, but a blocking send() of a large
         # buffer to a peer that stopped reading would then hang the session's thread for
         # good (nothing could stop it).  Non-blocking, the send is partial and libssh waits
@@ -342,7 +342,7 @@ class Bind(Handle):
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            session = Session()
+            session = Session(wake_pipe=wake_pipe)
         except LibSSHError as exc:  # ssh_new: out of memory
             raise OSError(errno.ENOMEM, str(exc)) from None
         fd = conn.detach()
@@ -576,6 +576,8 @@ class _Acceptor(Job):
         self.sessions_ended = threading.Event()
         self._lock = threading.Lock()
         self._stopping = False
+        # One bound method for every job (a new one per session is 64 bytes it holds).
+        self._on_job_end = self._session_ended
 
     def stop(self) -> None:
         self._stopping = True  # the reactor is closing: stop accepting (the bind stays open)
@@ -592,7 +594,8 @@ class _Acceptor(Job):
             left = bind._paused_until - time.monotonic()
             if left > 0:
                 return left  # out of fds: see _resource_pause
-            session = bind._accept(0)
+            # No wake-up pipe: the reactor never waits inside libssh (two fds a session).
+            session = bind._accept(0, wake_pipe=False)
             if session is None:
                 if bind.is_open and bind._paused_until <= time.monotonic():
                     return None  # nothing more queued
@@ -627,7 +630,7 @@ class _Acceptor(Job):
             job = ServedSession(session, login_grace=self.login_grace)
         with self._lock:
             bind._served[job] = session
-        job.add_done_callback(self._session_ended)
+        job.add_done_callback(self._on_job_end)
         try:
             self.reactor.add(job)
         except RuntimeError:  # the reactor is closing

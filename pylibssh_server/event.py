@@ -37,6 +37,16 @@ class _FdOp:
         self.events = events
 
 
+#: The empty fd maps of an event without extra fds (most sessions of an idle server): shared,
+#: never written to (every write goes through _fd_map, which makes the event its own dict).
+_NO_FDS: dict[int, _FdRegistration] = {}
+
+
+def _fd_map(fds: dict[int, _FdRegistration]) -> dict[int, _FdRegistration]:
+    """``fds`` if it is an event's own dict, else a new one to store in its place."""
+    return {} if fds is _NO_FDS else fds
+
+
 class _FdRegistration:
     """Keeps the handler and the ``new_handle`` userdata alive while the fd is in the event."""
 
@@ -87,22 +97,21 @@ class SessionEvent(Handle):
             super().__init__(ptr, lock=driver.lock)
             self._driver = driver
             self._session: Session | None = session
-            self._fds: dict[int, _FdRegistration] = {}  # what the caller asked for
-            self._in_c: dict[int, _FdRegistration] = {}  # what libssh holds
-            self._ops: list[_FdOp] = []
-            wake = _FdRegistration(self, driver.wake_r, self._woken)
-            try:
-                check_rc(lib.ssh_event_add_fd(ptr, driver.wake_r, POLLIN, lib._event_fd_cb,
-                                              wake.handle), None,
-                         "ssh_event_add_fd(the wake-up pipe)")
-            except LibSSHError:
-                lib.ssh_event_free(ptr)
-                self._ptr = None
-                raise
-            self._wake = wake
+            self._fds = _NO_FDS  # what the caller asked for
+            self._in_c = _NO_FDS  # what libssh holds
+            self._ops: list[_FdOp] | None = None  # fd changes waiting for dopoll to return
+            self._wake: _FdRegistration | None = None
+            if driver.wake_r >= 0:
+                try:
+                    self._add_wake_fd(ptr, driver.wake_r)
+                except LibSSHError:
+                    lib.ssh_event_free(ptr)
+                    self._ptr = None
+                    raise
             rc = lib.ssh_event_add_session(ptr, sptr)
             if rc != lib.SSH_OK:
-                lib.ssh_event_remove_fd(ptr, driver.wake_r)
+                if self._wake is not None:
+                    lib.ssh_event_remove_fd(ptr, self._wake.fd)
                 lib.ssh_event_free(ptr)
                 self._ptr = None
                 check_rc(rc, None, "ssh_event_add_session", message=(
@@ -114,6 +123,12 @@ class SessionEvent(Handle):
     def session(self) -> Session | None:
         """The session in this event, or None once closed."""
         return self._session
+
+    def _add_wake_fd(self, ptr: Any, fd: int) -> None:
+        wake = _FdRegistration(self, fd, self._woken)
+        check_rc(lib.ssh_event_add_fd(ptr, fd, POLLIN, lib._event_fd_cb, wake.handle), None,
+                 "ssh_event_add_fd(the wake-up pipe)")
+        self._wake = wake
 
     def _woken(self, fd: int, revents: int) -> None:
         if self._session is None:
@@ -153,7 +168,8 @@ class SessionEvent(Handle):
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, handler, events=events)
-            self._fds[fd] = registration
+            self._fds = fds = _fd_map(self._fds)
+            fds[fd] = registration
             self._schedule(_FdOp(True, registration, events))
 
     def _add_native_fd(self, fd: int, events: int, callback: Any, userdata: Any) -> None:
@@ -165,7 +181,8 @@ class SessionEvent(Handle):
             if fd in self._fds:
                 raise ValueError(f"fd {fd} is already in this SessionEvent")
             registration = _FdRegistration(self, fd, None, (callback, userdata), events)
-            self._fds[fd] = registration
+            self._fds = fds = _fd_map(self._fds)
+            fds[fd] = registration
             self._schedule(_FdOp(True, registration, events))
 
     def remove_fd(self, fd: int) -> None:
@@ -187,14 +204,15 @@ class SessionEvent(Handle):
     def _schedule(self, op: _FdOp) -> None:
         if self._session is not None and self._driver.in_callback():
             # Changing libssh's poll array while dopoll walks it is unsafe: apply on return.
-            self._ops.append(op)
-            if len(self._ops) == 1:
+            if self._ops is None:
+                self._ops = []
                 self._driver.defer(self._apply_ops)
+            self._ops.append(op)
             return
         self._apply(op)
 
     def _apply_ops(self) -> None:
-        ops, self._ops = self._ops, []
+        ops, self._ops = self._ops or (), None
         for op in ops:
             self._apply(op)
 
@@ -222,7 +240,8 @@ class SessionEvent(Handle):
                 del self._fds[fd]
             check_rc(rc, None, f"ssh_event_add_fd(fd {fd})")
         # The registration (and its userdata handle) lives as long as libssh has the fd.
-        self._in_c[fd] = registration
+        self._in_c = in_c = _fd_map(self._in_c)
+        in_c[fd] = registration
 
     def poll_set(self) -> dict[int, int]:
         """What a poller must watch to drive this event from outside (``dopoll(0)`` when
@@ -274,6 +293,12 @@ class SessionEvent(Handle):
             driver.let_waiters_in(0.5)
         with self._lock:
             ptr = self._c
+            if ms != 0 and self._wake is None and not driver.in_callback():
+                # A session made without its pipe (a reactor's), now waited on: a wake-up
+                # must end this wait.  (Not inside a callback: libssh walks the fd array.)
+                wake_r = driver.wake_fd()
+                if wake_r >= 0:
+                    self._add_wake_fd(ptr, wake_r)
             with driver.driving():
                 # libssh reads the socket 4 KiB per round: the C loop dispatches what is already
                 # ready in the same call, so the Python work around each call is paid once per
@@ -292,14 +317,16 @@ class SessionEvent(Handle):
             return
         for fd in list(self._in_c):
             lib.ssh_event_remove_fd(ptr, fd)
-        self._in_c.clear()
+        self._in_c = _NO_FDS
         for registration in self._fds.values():
             registration.active = False
-        self._fds.clear()
-        self._ops.clear()
+        self._fds = _NO_FDS
+        self._ops = None
         if session is not None:
             driver = self._driver
-            lib.ssh_event_remove_fd(ptr, driver.wake_r)
+            wake, self._wake = self._wake, None
+            if wake is not None:
+                lib.ssh_event_remove_fd(ptr, wake.fd)
             if not session.closed:
                 # ssh_event_free hands back only the first session's poll handle.
                 lib.ssh_event_remove_session(ptr, session._c)

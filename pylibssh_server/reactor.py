@@ -91,7 +91,9 @@ class Job:
 
     def __init__(self) -> None:
         self._loop: _Loop | None = None
-        self._registered: dict[int, int] = {}
+        #: What the epoll holds for the job: fd, mask, fd, mask ... (one small tuple: a dict
+        #: would be ~200 bytes more for each of thousands of idle sessions).
+        self._registered: tuple[int, ...] = ()
         self._due: float | None = None
         self._ended = False
         #: Called with the job on its loop thread after :meth:`finish` (made on first use:
@@ -178,6 +180,15 @@ class Job:
         return loop is not None and loop.spawn(coro, where, on_error)
 
 
+def _pack(fds: dict[int, int]) -> tuple[int, ...]:
+    """``{fd: mask}`` as ``Job._registered`` keeps it."""
+    return tuple(x for pair in fds.items() for x in pair)
+
+
+def _unpack(packed: tuple[int, ...]) -> dict[int, int]:
+    return dict(zip(packed[::2], packed[1::2]))
+
+
 class _Loop:
     """One reactor thread: an epoll over its jobs' fds, their timers, a wake-up pipe."""
 
@@ -240,15 +251,17 @@ class _Loop:
     def forget(self, job: Job) -> None:
         """Stop polling every fd of ``job`` now (they are about to close)."""
         with self._lock:
-            for fd in job._registered:
+            for fd in job._registered[::2]:
                 self._drop(job, fd)
-            job._registered = {}
+            job._registered = ()
             if job._syncing:
                 job._gone = _ALL_GONE  # the sync in progress registers nothing
 
     def forget_fd(self, job: Job, fd: int) -> None:
         with self._lock:
-            if job._registered.pop(fd, None) is not None:
+            registered = _unpack(job._registered)
+            if registered.pop(fd, None) is not None:
+                job._registered = _pack(registered)
                 self._drop(job, fd)
             if job._syncing and job._gone is not _ALL_GONE:
                 if job._gone is None:
@@ -394,7 +407,7 @@ class _Loop:
         except Exception:
             logger.exception("reactor: %r poll_set failed", job)
             wanted = {}
-        if job._gone is None and wanted == job._registered:
+        if job._gone is None and _pack(wanted) == job._registered:
             # Nothing changed (most steps): no lock, no epoll call.
             job._syncing = False
             if job._gone is None:
@@ -405,14 +418,14 @@ class _Loop:
                 self._woken.add(job)
                 wanted = {} if gone is _ALL_GONE else {
                     fd: mask for fd, mask in wanted.items() if fd not in gone}
-            old = job._registered
+            old = _unpack(job._registered)
             for fd in old.keys() - wanted.keys():
                 self._drop(job, fd)
             for fd, mask in list(wanted.items()):
                 if (old.get(fd) != mask or self._fd_owner.get(fd) is not job) \
                         and not self._register(job, fd, mask):
                     del wanted[fd]  # closed meanwhile: the next sync sees it gone
-            job._registered = wanted
+            job._registered = _pack(wanted)
 
     def _register(self, job: Job, fd: int, mask: int) -> bool:
         epoll = self._epoll

@@ -49,14 +49,21 @@ class Session(Handle):
     The session owns (and keeps alive until after ``ssh_free``): its ``ServerCallbacks``, the
     message and global-request callback targets, its ``SshChannel`` objects and its
     ``SessionEvent``.
+
+    Args:
+        ptr: an ``ssh_session`` to wrap; default a new one (``ssh_new``).
+        owning: whether closing this object frees ``ptr``.
+        wake_pipe: make the wake-up pipe (two fds) now, which ends another thread's wait
+            inside ``dopoll`` or the key exchange at once.  False (what ``Bind.serve`` does:
+            a reactor never waits inside libssh) makes it at the first such wait instead.
     """
 
     _kind = "Session"
 
-    def __init__(self, ptr: Any = None, *, owning: bool = True) -> None:
+    def __init__(self, ptr: Any = None, *, owning: bool = True, wake_pipe: bool = True) -> None:
         # The driver (and its wake-up pipe) first: at the open-files limit it raises EMFILE,
         # and nothing (no ssh_session, no half-set attribute for __del__/__repr__) exists yet.
-        self._driver = Driver(self._settle)
+        self._driver = Driver(self._settle, wake_pipe)
         if ptr is None:
             ptr = lib.ssh_new()
             if ptr == ffi.NULL:
@@ -264,14 +271,14 @@ class Session(Handle):
     def poll_set(self) -> dict[int, int]:
         """The fds a poller must watch for this session, with their events (``POLLIN``,
         ``POLLOUT``): the socket as libssh wants it now (``ssh_get_poll_flags``) and the
-        wake-up pipe.  Once the session has a :class:`SessionEvent`, its
+        wake-up pipe, if the session has one.  Once the session has a :class:`SessionEvent`, its
         ``SessionEvent.poll_set`` adds the event's extra fds.  Empty once closed."""
         with self._lock:
             ptr = self._ptr
             wake_r = self._driver.wake_r
-            if ptr is None or wake_r < 0:
+            if ptr is None or self._driver.wake_closed:
                 return {}
-            fds = {wake_r: lib.POLLIN}
+            fds = {wake_r: lib.POLLIN} if wake_r >= 0 else {}
             fd = lib.ssh_get_fd(ptr)
             if fd >= 0:
                 flags = lib.ssh_get_poll_flags(ptr)
@@ -292,10 +299,11 @@ class Session(Handle):
             if remaining is not None and remaining <= 0:
                 raise KeyExchangeError("ssh_handle_key_exchange timed out",
                                        function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
+            wake_r = self._driver.wake_fd()  # this wait must end on a wake-up
             fds = self.poll_set()
             if not fds or self._driver.close_requested:
                 raise ValueError("Session is closed")
-            if len(fds) < 2:
+            if not fds.keys() - {wake_r}:
                 raise KeyExchangeError("ssh_handle_key_exchange: the socket is gone",
                                        function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
             poller = select.poll()
