@@ -252,15 +252,17 @@ class Bind(Handle):
         self.message_callback = callback
 
     # ---- accepting ----------------------------------------------------------------------
-    def accept(self, timeout: float | None = None) -> Session | None:
+    def accept(self, timeout: float | None = None, *, wake_pipe: bool = True
+               ) -> Session | None:
         """Wait for a client and return its new :class:`Session` (``ssh_bind_accept_fd``).
 
         Returns None on timeout or when the bind is closed meanwhile.  The caller owns the
-        session (close it, or use it as a context manager).
+        session (close it, or use it as a context manager).  ``wake_pipe=False``: for a
+        session your own poller drives with timeout 0 (see ``Session``), two fds fewer.
         """
         if self._closing or self._sock is None:
             raise ValueError("Bind is closed")
-        session = self._accept(timeout)
+        session = self._accept(timeout, wake_pipe=wake_pipe)
         if session is None:
             self._sit_out_pause()
         return session

@@ -7,6 +7,7 @@ Everything listens on 127.0.0.1 with an ephemeral port, and every wait is bounde
 from __future__ import annotations
 
 import os
+import select
 import socket
 import socketserver
 import subprocess
@@ -257,6 +258,8 @@ class Loopback:
         self.procs: list[subprocess.Popen[Any]] = []
         self.session: Session | None = None
         self.event: SessionEvent | None = None
+        #: Whether accept() gives the session its wake-up pipe at once (``Bind.accept``).
+        self.wake_pipe = True
         self._starting: list[Future[Any]] = []
 
     @property
@@ -289,7 +292,7 @@ class Loopback:
     ) -> Session:
         """Accept the client, install the hooks, run the key exchange, create the event;
         a paramiko client has finished its side of the key exchange on return."""
-        session = self.bind.accept(timeout=10)
+        session = self.bind.accept(timeout=10, wake_pipe=self.wake_pipe)
         assert session is not None, "no client connected within 10 s"
         self.session = session
         if callbacks is not None:
@@ -298,7 +301,13 @@ class Loopback:
             session.set_message_callback(message_callback)
         session.set_auth_methods(auth_methods)
         session.set_blocking(False)
-        session.handle_key_exchange(timeout=10)
+        if self.wake_pipe:
+            session.handle_key_exchange(timeout=10)
+        else:  # in steps, as a reactor does: no wait inside libssh makes the pipe
+            deadline = time.monotonic() + 10
+            while not session.key_exchange_step():
+                assert time.monotonic() < deadline, "no key exchange within 10 s"
+                select.select(list(session.poll_set()), [], [], 0.05)
         self.event = SessionEvent(session)
         starting, self._starting = self._starting, []
         for future in starting:

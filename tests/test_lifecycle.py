@@ -256,11 +256,13 @@ def test_event_needs_key_exchange_first() -> None:
         assert session._event is None
 
 
-def test_close_session_during_key_exchange(loopback: Loopback) -> None:
+@pytest.mark.parametrize("wake_pipe", [True, False], ids=["pipe", "pipe-made-by-the-wait"])
+def test_close_session_during_key_exchange(loopback: Loopback, wake_pipe: bool) -> None:
     """close() from another thread interrupts handle_key_exchange() waiting for a silent
-    client: it raises ValueError within a second."""
+    client: it raises ValueError within a second (also for a session accepted without its
+    wake-up pipe, which the wait then makes)."""
     with socket.create_connection(("127.0.0.1", loopback.port), timeout=5):
-        session = loopback.bind.accept(timeout=5)
+        session = loopback.bind.accept(timeout=5, wake_pipe=wake_pipe)
         assert session is not None
         loopback.session = session
         session.set_blocking(False)
@@ -284,13 +286,18 @@ def test_close_session_during_key_exchange(loopback: Loopback) -> None:
         assert str(errors[0]) == "Session is closed"
 
 
-def test_close_session_during_dopoll_none(loopback: Loopback) -> None:
+@pytest.mark.parametrize("wake_pipe", [True, False], ids=["pipe", "pipe-made-by-the-wait"])
+def test_close_session_during_dopoll_none(loopback: Loopback, wake_pipe: bool) -> None:
     """While the serving thread blocks in ``event.dopoll(None)`` for a connected client,
     ``session.close()`` from another thread makes it return at once; the next dopoll raises
-    ValueError; the client sees the disconnect."""
+    ValueError; the client sees the disconnect.  Also for a session accepted without its
+    wake-up pipe: the blocking dopoll makes it."""
+    loopback.wake_pipe = wake_pipe
     transport, session = authenticated(loopback)
     event = loopback.event
     assert event is not None
+    # Without a pipe at accept, the login's blocking dopoll calls made it and put it in the event.
+    assert event._wake is not None and event._wake.fd == session._driver.wake_r >= 0
     outcome: list[Any] = []
 
     def serve() -> None:

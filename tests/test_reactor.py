@@ -127,6 +127,32 @@ def test_many_clients_on_two_threads(host_key: SshKey, reactor: Reactor) -> None
     wait_for(lambda: reactor.jobs == 0, what="the acceptor to end")
 
 
+def test_served_sessions_hold_their_socket_only(host_key: SshKey, reactor: Reactor) -> None:
+    """A session the reactor drives has no wake-up pipe (it never waits inside libssh): 10
+    logged-in clients add 20 fds to this process (their sockets and paramiko's), where
+    sessions with a pipe would add 40; a worker thread's output still wakes them."""
+    server = EchoServer(host_key, reactor)
+    transports: list[paramiko.Transport] = []
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(10):
+            transport = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port),
+                                                                    10))
+            transport.start_client(timeout=10)
+            transport.auth_password("user", "pw")
+            transports.append(transport)
+        wait_for(lambda: len(server.sessions) == 10
+                 and all(s.authenticated for s in server.sessions), what="10 logins")
+        grown = len(os.listdir("/proc/self/fd")) - before
+        assert 20 <= grown <= 22, f"{grown} fds for 10 connections"
+        assert all(s._driver.wake_r < 0 for s in server.sessions)
+    finally:
+        for transport in transports:
+            transport.close()
+        server.close()
+    wait_for(lambda: reactor.jobs == 0, what="the sessions and the acceptor to end")
+
+
 def test_serve_own_reactor_waits_and_closes(host_key: SshKey) -> None:
     """``serve()`` without a reactor makes one; ``wait=True`` returns once the bind is
     closed and the sessions ended, and the reactor's threads are gone."""
