@@ -83,7 +83,7 @@ class AuthPolicy:
         self._requests = 0
         self._banner_sent = False
         #: Methods passed so far of an auth chain, and the user who passed them.
-        self._chain_passed: list[str] = []
+        self._chain_passed: tuple[str, ...] = ()
         self._chain_user: str | None = None
         #: keyboard-interactive: libssh gives no user name on the response message.
         self._kbdint_user: str | None = None
@@ -97,7 +97,7 @@ class AuthPolicy:
         chains = self.config.auth_chains
         if chains is None:
             return AuthMethod(self.config.auth_methods)
-        passed = self._chain_passed if user is None or user == self._chain_user else []
+        passed = self._chain_passed if user is None or user == self._chain_user else ()
         return chains.next_methods(passed)
 
     def method_allowed(self, method: str, user: str) -> bool:
@@ -143,8 +143,8 @@ class AuthPolicy:
         chains = config.auth_chains
         if chains is not None:
             if user != self._chain_user:
-                self._chain_passed, self._chain_user = [], user
-            self._chain_passed.append(method)
+                self._chain_passed, self._chain_user = (), user
+            self._chain_passed += (method,)
             if not chains.complete(self._chain_passed):
                 self.log("auth_partial", method)
                 self.session.set_auth_methods(chains.next_methods(self._chain_passed))

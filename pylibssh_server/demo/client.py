@@ -34,6 +34,7 @@ from pylibssh_server import (
     Session,
     SessionEvent,
     SshChannel,
+    SshKey,
     SshMessage,
     StepResult,
 )
@@ -77,8 +78,6 @@ class DemoClient(Job):
 
     Attributes:
         id: 1-based connection number.
-        callback_log: event name -> list of event data, in order (names as in LibSSH.jl).
-        timeline: ``(name, index into callback_log[name], time.time())`` entries.
         peer: the client's ``(host, port)``.
         auth: the connection's login (:attr:`authenticated`, :attr:`user` and
             :attr:`key_grant` are its).
@@ -86,14 +85,15 @@ class DemoClient(Job):
     """
 
     peer: tuple[str, int] | None
-    finished: Flag
     draining: bool
 
-    # An idle server holds thousands of clients: no instance dict.
-    __slots__ = ("_agent", "_bytes_in_done", "_cut", "_cut_deadline", "_event", "_forwards",
-                 "_gate", "_handlers", "_incoming", "_listeners", "_login_deadline", "_phase",
-                 "_sessions", "_stop", "_until", "auth", "callback_log", "config", "draining",
-                 "error", "finished", "id", "peer", "session", "timeline")
+    # An idle server holds thousands of clients: no instance dict, and what an idle client
+    # does not use (the logs without event_log, channels, forwards, listeners) is an empty
+    # tuple or None until it is used.
+    __slots__ = ("_agent", "_bytes_in_done", "_callback_log", "_cut", "_cut_deadline",
+                 "_event", "_forwards", "_gate", "_handlers", "_incoming", "_listeners",
+                 "_login_deadline", "_phase", "_sessions", "_stop", "_timeline", "_until",
+                 "auth", "config", "draining", "error", "id", "peer", "session")
 
     def __init__(self, config: DemoConfig, session: Session, client_id: int) -> None:
         super().__init__()
@@ -101,15 +101,19 @@ class DemoClient(Job):
         self.session: Session = session
         self.id: int = client_id
         self.peer = session.peer
-        self.callback_log: dict[str, list[Any]] = defaultdict(list)
-        self.timeline: list[tuple[str, int, float]] = []
+        # Made here, not on first event: a reader may hold them before anything is logged.
+        self._callback_log: dict[str, list[Any]] | None = \
+            defaultdict(list) if config.event_log else None
+        self._timeline: list[tuple[str, int, float]] | None = \
+            [] if config.event_log else None
         self.error: BaseException | None = None
         self._stop = Flag()
         self.auth: AuthPolicy = AuthPolicy(config, session, self.log, self._stop,
                                self.peer[0] if self.peer else "")
-        self._sessions: list[SessionChannel] = []
-        self._forwards: list[ForwardChannel] = []
-        self._handlers: list[Handler] = []
+        # Replaced whole, never changed in place: bytes_in reads them from other threads.
+        self._sessions: tuple[SessionChannel, ...] = ()
+        self._forwards: tuple[ForwardChannel, ...] = ()
+        self._handlers: tuple[Handler, ...] = ()
         self._event: SessionEvent | None = None
         faults = config.faults
         self._gate = OutputGate(faults.values.get("throttle"),
@@ -119,14 +123,31 @@ class DemoClient(Job):
         self._cut_deadline: float | None = None
         self.draining = False
         #: tcpip-forward listeners by (requested address, bound port); the agent's socket.
-        self._listeners: dict[tuple[str, int], Listener] = {}
+        self._listeners: dict[tuple[str, int], Listener] | None = None
         self._agent: Listener | None = None
-        self._incoming: list[tuple[Listener, socket.socket, tuple[str, int]]] = []
+        self._incoming: tuple[tuple[Listener, socket.socket, tuple[str, int]], ...] = ()
         self._bytes_in_done = 0
-        self.finished = Flag()
         self._phase = "start"
         self._until = 0.0  # the end of the current phase's wait
         self._login_deadline = 0.0
+
+    @property
+    def callback_log(self) -> dict[str, list[Any]]:
+        """Event name -> list of event data, in order (names as in LibSSH.jl; empty without
+        ``event_log``)."""
+        log = self._callback_log
+        return defaultdict(list) if log is None else log
+
+    @property
+    def timeline(self) -> list[tuple[str, int, float]]:
+        """``(name, index into callback_log[name], time.time())`` entries."""
+        timeline = self._timeline
+        return [] if timeline is None else timeline
+
+    @property
+    def finished(self) -> Flag:
+        """Set once the client is done (on either model): the job's own flag."""
+        return self._finished
 
     @property
     def authenticated(self) -> bool:
@@ -147,15 +168,16 @@ class DemoClient(Job):
     def bytes_in(self) -> int:
         """Channel data taken from this client (command stdin, forwards, SFTP requests);
         every such byte is delivered, also when the server stops."""
-        return self._bytes_in_done + sum(h.bytes_in for h in list(self._handlers))
+        return self._bytes_in_done + sum(h.bytes_in for h in self._handlers)
 
     # ---- event log ----------------------------------------------------------------------
     def log(self, name: str, data: Any) -> None:
         """Record one event (and print it when the server is verbose)."""
-        if self.config.event_log:
-            entries = self.callback_log[name]
+        log, timeline = self._callback_log, self._timeline
+        if log is not None and timeline is not None:
+            entries = log[name]
             entries.append(data)
-            self.timeline.append((name, len(entries) - 1, time.time()))
+            timeline.append((name, len(entries) - 1, time.time()))
         if self.config.verbose:
             # stderr: stdout belongs to the CLI's one JSON readiness line.
             print(f"[demo-server] client {self.id} {name}: {data!r}", file=sys.stderr,
@@ -175,7 +197,7 @@ class DemoClient(Job):
         """Install the hooks; the delay-banner fault's seconds (0 without)."""
         session = self.session
         session.set_server_callbacks(self._server_callbacks())
-        session.set_message_callback(self._on_message)
+        session.set_message_callback(DemoClient._on_message, self)
         session.set_auth_methods(self.auth.allowed_methods())
         session.set_blocking(False)
         delay = self.config.faults.values.get("delay-banner")
@@ -363,8 +385,8 @@ class DemoClient(Job):
             self._cut_when_flushed()
         if self._incoming:
             self._open_incoming()
-        ended = False
-        for handler in list(self._handlers):
+        ended = []
+        for handler in self._handlers:
             try:
                 handler.service()
             except ValueError:
@@ -374,16 +396,16 @@ class DemoClient(Job):
                 handler.terminate()
                 self.beyond_window(f"more than {MAX_UNREAD_INPUT} bytes")
             if handler.finished:
-                self._handlers.remove(handler)
-                self._bytes_in_done += handler.bytes_in
-                ended = True
-        if ended and self._forwards:
-            self._forwards = [f for f in self._forwards if not f.handler.finished]
-        for state in list(self._sessions):
+                ended.append(handler)
+        if ended:
+            self._handlers = tuple(h for h in self._handlers if h not in ended)
+            self._bytes_in_done += sum(h.bytes_in for h in ended)
+            self._forwards = tuple(f for f in self._forwards if not f.handler.finished)
+        if any(state.channel.closed for state in self._sessions):
+            self._sessions = tuple(s for s in self._sessions if not s.channel.closed)
+        for state in self._sessions:
             channel = state.channel
-            if channel.closed:
-                self._sessions.remove(state)
-            elif channel.remote_closed and state.handler is None:
+            if channel.remote_closed and state.handler is None:
                 channel.close()
 
     def _cut_when_flushed(self) -> None:
@@ -408,37 +430,56 @@ class DemoClient(Job):
                 sock.close()  # our dup only: libssh's fd stays, and now reads EOF
 
     def _teardown(self) -> None:
-        for listener in [*self._listeners.values(), *([self._agent] if self._agent else [])]:
+        listeners, self._listeners = self._listeners, None
+        for listener in [*(listeners or {}).values(), *([self._agent] if self._agent else [])]:
             listener.close()
-        self._listeners.clear()
         self._agent = None
-        for _, conn, _ in self._incoming:
+        incoming, self._incoming = self._incoming, ()
+        for _, conn, _ in incoming:
             conn.close()
-        self._incoming.clear()
-        for handler in self._handlers:
+        handlers = self._handlers
+        for handler in handlers:
             try:
                 handler.terminate()
             except Exception:
                 logger.exception("client %s: handler teardown", self.id)
-        self._bytes_in_done += sum(h.bytes_in for h in self._handlers)
-        self._handlers.clear()
-        self._sessions.clear()
-        self._forwards.clear()
+        self._handlers = ()
+        self._bytes_in_done += sum(h.bytes_in for h in handlers)
+        self._sessions = ()
+        self._forwards = ()
 
     # ---- the session's hooks and messages -----------------------------------------------
-    def _on_service_request(self, session: Session, service: str, userdata: Any) -> bool:
-        self.log("service_request", service)
+    # Static, with the client as their userdata: the same function objects for every
+    # connection, where bound methods would cost each idle client one object per hook.
+    @staticmethod
+    def _on_auth_none(session: Session, user: str, client: DemoClient) -> AuthStatus:
+        return client.auth.on_auth_none(session, user, client)
+
+    @staticmethod
+    def _on_auth_password(session: Session, user: str, password: str,
+                          client: DemoClient) -> AuthStatus:
+        return client.auth.on_auth_password(session, user, password, client)
+
+    @staticmethod
+    def _on_auth_pubkey(session: Session, user: str, key: SshKey, state: Any,
+                        client: DemoClient) -> AuthStatus:
+        return client.auth.on_auth_pubkey(session, user, key, state, client)
+
+    @staticmethod
+    def _on_service_request(session: Session, service: str, client: DemoClient) -> bool:
+        client.log("service_request", service)
         return True
 
-    def _on_message(self, session: Session, msg: SshMessage, userdata: Any) -> bool:
+    @staticmethod
+    def _on_message(session: Session, msg: SshMessage, client: DemoClient) -> bool:
         mtype, subtype = msg.type, msg.subtype
-        self.log("message_request", (mtype, subtype))
+        client.log("message_request", (mtype, subtype))
         if mtype == RequestType.AUTH:
-            return self.auth.refuse_unserved(msg)
+            return client.auth.refuse_unserved(msg)
         if mtype == RequestType.GLOBAL:
-            return self._global_request(msg)
+            return client._global_request(msg)
         if mtype == RequestType.CHANNEL and subtype == ChannelRequestType.X11:
-            self.log("channel_x11_request", msg.x11_request)
+            client.log("channel_x11_request", msg.x11_request)
             return False  # refused: X11 is not served
         return False
 
@@ -446,32 +487,35 @@ class DemoClient(Job):
     # 0.12 the wrapper feeds them from the message path): they log the message_request the
     # message callback logs for every other request.
     def _server_callbacks(self) -> ServerCallbacks:
-        auth = self.auth
         return ServerCallbacks(
-            on_auth_none=auth.on_auth_none,
-            on_auth_password=auth.on_auth_password,
-            on_auth_pubkey=auth.on_auth_pubkey,
-            on_service_request=self._on_service_request,
-            on_channel_open_request_session=self._on_channel_open,
-            on_auth_kbdint=self._on_auth_kbdint,
-            on_channel_open_request_direct_tcpip=self._on_direct_tcpip,
+            on_auth_none=DemoClient._on_auth_none,
+            on_auth_password=DemoClient._on_auth_password,
+            on_auth_pubkey=DemoClient._on_auth_pubkey,
+            on_service_request=DemoClient._on_service_request,
+            on_channel_open_request_session=DemoClient._on_channel_open,
+            on_auth_kbdint=DemoClient._on_auth_kbdint,
+            on_channel_open_request_direct_tcpip=DemoClient._on_direct_tcpip,
+            userdata=self,
         )
 
-    def _on_auth_kbdint(self, session: Session, msg: SshMessage, userdata: Any) -> AuthStatus:
+    @staticmethod
+    def _on_auth_kbdint(session: Session, msg: SshMessage, client: DemoClient) -> AuthStatus:
         """``ServerCallbacks.on_auth_kbdint``: one keyboard-interactive message."""
-        self.log("message_request", (int(RequestType.AUTH), int(AuthMethod.INTERACTIVE)))
-        return self.auth.kbdint_step(msg)
+        client.log("message_request", (int(RequestType.AUTH), int(AuthMethod.INTERACTIVE)))
+        return client.auth.kbdint_step(msg)
 
-    def _on_direct_tcpip(self, session: Session, host: str, port: int, orig_host: str,
-                         orig_port: int, userdata: Any) -> SshChannel | None:
+    @staticmethod
+    def _on_direct_tcpip(session: Session, host: str, port: int, orig_host: str,
+                         orig_port: int, client: DemoClient) -> SshChannel | None:
         """``ServerCallbacks.on_channel_open_request_direct_tcpip``: a new channel forwarding
         to ``host:port``, or None to refuse."""
-        self.log("message_request", (int(RequestType.CHANNEL_OPEN), int(ChannelType.DIRECT_TCPIP)))
-        sock = self._forward_target(host, port)
+        client.log("message_request",
+                   (int(RequestType.CHANNEL_OPEN), int(ChannelType.DIRECT_TCPIP)))
+        sock = client._forward_target(host, port)
         if sock is None:
             return None
         channel = SshChannel(session)
-        self._start_forward(channel, sock)
+        client._start_forward(channel, sock)
         return channel
 
     # ---- forwards -----------------------------------------------------------------------
@@ -496,7 +540,7 @@ class DemoClient(Job):
         """Route the forward channel's data, EOF and CLOSE to ``handler`` and drive it."""
         forward = ForwardChannel(self, handler)
         forward.attach()
-        self._forwards.append(forward)
+        self._forwards += (forward,)
 
     def _global_request(self, msg: SshMessage) -> bool:
         """``tcpip-forward`` and ``cancel-tcpip-forward`` (``ssh -R``); True if answered."""
@@ -513,7 +557,7 @@ class DemoClient(Job):
             address, port = msg.global_request
             address = address or ""
             self.log("cancel_tcpip_forward", (address, port))
-            listener = self._listeners.pop((address, port), None)
+            listener = (self._listeners or {}).pop((address, port), None)
             if listener is None:
                 return False
             listener.close()
@@ -528,9 +572,12 @@ class DemoClient(Job):
                 not config.remote_forward_allowed(address, port) or \
                 not self.auth.key_grant.allows_listen(address, port, self.log):
             return None
-        if len(self._listeners) >= config.max_remote_forwards:
+        listeners = self._listeners
+        if listeners is None:
+            listeners = self._listeners = {}
+        if len(listeners) >= config.max_remote_forwards:
             logger.warning("client %s: tcpip-forward refused: %d listeners already", self.id,
-                           len(self._listeners))
+                           len(listeners))
             return None
         if not self.fds_available(1, f"tcpip-forward {address}:{port}"):
             return None
@@ -540,17 +587,17 @@ class DemoClient(Job):
             logger.info("client %s: tcpip-forward %s:%d refused: %s", self.id, address, port,
                         exc)
             return None
-        self._listeners[(address, listener.port)] = listener
+        listeners[(address, listener.port)] = listener
         return listener.port
 
     def _queue_incoming(self, listener: Listener, conn: socket.socket,
                         peer: tuple[str, int]) -> None:
-        self._incoming.append((listener, conn, peer))
+        self._incoming += ((listener, conn, peer),)
 
     def _open_incoming(self) -> None:
         """Open a channel to the client for each connection the listeners accepted (from the
         main loop: an open polls the session)."""
-        incoming, self._incoming = self._incoming, []
+        incoming, self._incoming = self._incoming, ()
         for listener, conn, peer in incoming:
             is_agent = listener is self._agent
             if listener.closed:
@@ -626,16 +673,17 @@ class DemoClient(Job):
         return sum(1 for state in self._sessions if state.is_open) + \
             sum(1 for forward in self._forwards if forward.is_open)
 
-    def _on_channel_open(self, session: Session, userdata: Any) -> SshChannel | None:
-        self.log("channel_open", True)
-        if self._refused_by_fault("session"):
+    @staticmethod
+    def _on_channel_open(session: Session, client: DemoClient) -> SshChannel | None:
+        client.log("channel_open", True)
+        if client._refused_by_fault("session"):
             return None
-        if not self.auth.serving() or self._open_channels() >= self.config.max_channels:
+        if not client.auth.serving() or client._open_channels() >= client.config.max_channels:
             return None
         channel = SshChannel(session)
-        state = SessionChannel(self, channel)
+        state = SessionChannel(client, channel)
         channel.set_callbacks(state.callbacks())
-        self._sessions.append(state)
+        client._sessions += (state,)
         return channel
 
     def _refused_by_fault(self, channel_type: str) -> bool:
@@ -655,7 +703,7 @@ class DemoClient(Job):
         handler.gate = self._gate
         if session_channel and "no-exit-status" in self.config.faults:
             handler.skip_exit_status = lambda: self.log("fault", ("no-exit-status", None))
-        self._handlers.append(handler)
+        self._handlers += (handler,)
 
     def beyond_window(self, unread: str) -> None:
         """The client sends beyond its channel window: disconnect it."""

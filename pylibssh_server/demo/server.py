@@ -258,6 +258,8 @@ class DemoServer:
         self.port = self.requested_port
         self._known_hosts_dir: str | None = None
         self._connections = 0
+        # One bound method for every client's done callback, not one per client.
+        self._forget_client = self._forget
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
@@ -341,7 +343,7 @@ class DemoServer:
         if client is None:
             session.close()
             return None
-        client.add_done_callback(self._forget)
+        client.add_done_callback(self._forget_client)
         return client
 
     def _serve(self, session: Session) -> None:
