@@ -93,7 +93,7 @@ _shared_hooks_lock = threading.Lock()
 
 def _given_hooks(hooks: Mapping[str, Hook]) -> dict[str, Hook]:
     """The hooks that are set, as a dict to be read only (shared where the functions are)."""
-    given = {name: fn for name, fn in hooks.items() if fn is not None}
+    given: dict[str, Hook] = {name: fn for name, fn in hooks.items() if fn is not None}
     if not all(type(fn) is FunctionType and fn.__closure__ is None for fn in given.values()):
         return given
     # By identity: the cached dict keeps its functions alive, so an id in a key is never

@@ -62,6 +62,12 @@ T = TypeVar("T")
 #: ``Driver.wake_r`` of a session without a wake-up pipe yet (-1: the pipe is closed).
 _NO_PIPE = -2
 
+#: Guards every driver's wake-up pipe fds and close-requester count: one lock for all of
+#: them (each holds it for a write or a count, and a lock per session is ~90 bytes).
+#: Re-entrant: a garbage-collected session's __del__ closes its pipe under it, and the
+#: collection can run inside any allocation, also while this thread holds it.
+_pipes_lock = threading.RLock()
+
 #: Guards the waits-for graph below and every HandoffLock's waiter count.
 _graph_lock = threading.Lock()
 #: Thread ident -> the HandoffLock that thread is blocked on.
@@ -212,7 +218,7 @@ class HandoffLock:
                 del _waiting[me]
                 self._waiters -= 1
                 if not self._waiters:
-                    self._no_waiters.set()  # type: ignore[union-attr]  # made above
+                    self._no_waiters.set()
 
     def _closes_cycle(self, me: int) -> bool:
         """True if this lock's holder is (through other holders) waiting for ``me``."""
@@ -308,8 +314,8 @@ class Driver:
 
     # A session's driver lives as long as the session: no per-instance dict.
     __slots__ = ("__weakref__", "_c_state", "_closed", "_closing", "_depth",
-                 "_exception", "_requesters", "_requesters_lock", "_settle",
-                 "_teardown", "_thread", "_wake_lock", "_wake_pending", "_wake_w", "_work",
+                 "_exception", "_requesters", "_settle",
+                 "_teardown", "_thread", "_wake_pending", "_wake_w", "_work",
                  "blocking", "channels", "event", "interrupted", "lock", "wake_r", "watcher")
 
     def __init__(self, settle: Callable[[Teardown], None], wake_pipe: bool = True) -> None:
@@ -319,7 +325,6 @@ class Driver:
                                      else (_NO_PIPE, _NO_PIPE))
         #: A wake-up came while there was no pipe: the pipe starts readable.
         self._wake_pending = False
-        self._wake_lock = threading.Lock()
         self.lock = HandoffLock(self)
         self._settle = settle
         self._depth = 0
@@ -331,7 +336,6 @@ class Driver:
         self._teardown = Teardown.NONE
         self._closing = False
         self._requesters = 0
-        self._requesters_lock = self._wake_lock  # never held together: one lock is enough
         self._closed = Flag()
         #: Set by ``Session.interrupt()``: a non-blocking key exchange gives up.
         self.interrupted = False
@@ -343,7 +347,8 @@ class Driver:
         self._c_state = ffi.new("long long[2]")
         #: The session's channels, oldest first: flushed after every driving call and
         #: invalidated (newest first) before libssh frees them with the session.
-        self.channels: list[Any] = []
+        #: (A shared empty tuple until the first: most idle sessions have none.)
+        self.channels: list[Any] | tuple[()] = ()
         #: The ``SessionEvent`` polling the session (and the wake-up pipe), if any.
         self.event: Any = None
         #: The reactor loop watching this session's fds, if any (see :meth:`watch`).
@@ -392,7 +397,7 @@ class Driver:
     def wakeup(self) -> None:
         """Make a concurrent ``dopoll``/key exchange wait return early (thread-safe)."""
         # Under its own lock: a closed pipe's fd number may be reused by another socket.
-        with self._wake_lock:
+        with _pipes_lock:
             if self._wake_w >= 0:
                 try:
                     os.write(self._wake_w, b"\x01")
@@ -413,7 +418,7 @@ class Driver:
     def wake_fd(self) -> int:
         """The wake-up pipe's read end, made now if the session has none yet (before a wait
         that a wake-up must end); -1 once closed."""
-        with self._wake_lock:
+        with _pipes_lock:
             if self.wake_r == _NO_PIPE:
                 self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
                 if self._wake_pending:
@@ -423,7 +428,7 @@ class Driver:
 
     def drain_wakeups(self) -> None:
         """Empty the wake-up pipe (the driving thread, after a wait)."""
-        with self._wake_lock:
+        with _pipes_lock:
             if self.wake_r < 0:
                 return
             try:
@@ -439,7 +444,7 @@ class Driver:
 
     def close_wake_pipe(self) -> None:
         """Close the wake-up pipe (after the session left its event); idempotent."""
-        with self._wake_lock:
+        with _pipes_lock:
             fds = (self.wake_r, self._wake_w)
             self.wake_r = self._wake_w = -1
             self._wake_pending = False
@@ -688,13 +693,13 @@ class Driver:
     def requesting_close(self) -> Iterator[None]:
         """While held, the driving thread ends its batch and yields the lock at its next
         round; concurrent requesters are counted (none undoes another's request)."""
-        with self._requesters_lock:
+        with _pipes_lock:
             self._requesters += 1
         self.wakeup()
         try:
             yield
         finally:
-            with self._requesters_lock:
+            with _pipes_lock:
                 self._requesters -= 1
 
     def mark_closed(self) -> None:

@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -364,7 +365,8 @@ class Bind(Handle):
             session.close()
             logger.warning("ssh_bind_accept_fd failed for %s: %s", address, error)
             return None
-        session.peer = (address[0], address[1])
+        # One str for every client of an address (thousands of idle clients come from few).
+        session.peer = (sys.intern(address[0]), address[1])
         if self.auth_methods is not None:
             session.set_auth_methods(self.auth_methods)
         if self.message_callback is not None:

@@ -205,7 +205,10 @@ class SshChannel(Handle):
             self._open_call: Callable[[Any], int] | None = None
             self.open_error: str | None = None
             self._pipes: list[ChannelSink | ChannelPump] = []
-            driver.channels.append(self)
+            if isinstance(driver.channels, list):
+                driver.channels.append(self)
+            else:
+                driver.channels = [self]
 
     # ---- helpers ------------------------------------------------------------------------
     @property
@@ -670,10 +673,9 @@ class SshChannel(Handle):
             lib.ssh_remove_channel_callbacks(ptr, self._callbacks_struct)
 
     def _forget(self) -> None:
-        try:
-            self._driver.channels.remove(self)
-        except ValueError:
-            pass
+        channels = self._driver.channels
+        if isinstance(channels, list) and self in channels:
+            channels.remove(self)
 
     def _session_gone(self) -> None:
         """The session is about to free every channel: forget the pointer."""

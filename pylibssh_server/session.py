@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pylibssh_server._binding import ServerTable, SessionTarget
@@ -456,13 +456,12 @@ class Session(Handle):
 
     def _release_channels(self) -> None:
         # ssh_disconnect/ssh_free free every channel: invalidate the Python objects first.
-        channels = self._driver.channels
+        channels, self._driver.channels = self._driver.channels, ()
         for channel in reversed(channels):
             channel._session_gone()
-        channels.clear()
 
     @property
-    def _channels(self) -> list[SshChannel]:
+    def _channels(self) -> Sequence[SshChannel]:
         return self._driver.channels
 
     @property
