@@ -181,7 +181,7 @@ class HandoffLock:
         self._no_waiters: Flag | None = None
         #: Call ``owner.lock_released()`` after the last release (a reactor's hook, see
         #: ``Driver.watch``).
-        self.watched = False
+        self.watched: bool = False
 
     @property
     def waiters(self) -> int:
