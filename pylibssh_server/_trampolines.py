@@ -32,6 +32,7 @@ by no other module.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from pylibssh_server._binding import ChannelTarget, SessionTarget, Target
@@ -94,8 +95,14 @@ def _call_server_hook(userdata: Any, name: str, fail: Any, *args: Any) -> Any:
 # Server callbacks.
 
 
+def _user(user: Any) -> str:
+    """A user name: one str for every session of the user (each keeps it as ``user``); an
+    interned str is freed like any other once no session holds it."""
+    return sys.intern(_str(user))
+
+
 def _auth(userdata: Any, name: str, user: Any, *args: Any) -> int:
-    name_str = _str(user)
+    name_str = _user(user)
     rc = _to_auth(_call_server_hook(userdata, name, DENY_AUTH, name_str, *args))
     _note_auth(ffi.from_handle(userdata), rc, name_str)
     return rc
@@ -132,7 +139,7 @@ def _auth_pubkey_function_cb(
     # The session's lock, which the thread running this callback holds: a thread the hook
     # handed the key to waits until the callback has returned, then finds it invalidated.
     key = SshKey(pubkey, owning=False, lock=target.driver.lock)
-    user_str = _str(user)
+    user_str = _user(user)
     try:
         rc = _to_auth(_call_server_hook(userdata, "on_auth_pubkey", DENY_AUTH, user_str, key,
                                         key_state))

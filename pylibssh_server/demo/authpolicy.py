@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pylibssh_server import (
     AuthMethod,
@@ -27,7 +27,7 @@ from pylibssh_server.demo.auth import METHOD_FLAGS, password_ok
 from pylibssh_server.demo.config import DemoConfig
 from pylibssh_server.demo.keyrules import UNRESTRICTED, KeyGrant
 
-__all__ = ["AUTH_REQUESTS_PER_ATTEMPT", "AuthPolicy", "Log"]
+__all__ = ["AUTH_REQUESTS_PER_ATTEMPT", "AuthPolicy", "Log", "Logger"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
@@ -37,6 +37,13 @@ AUTH_REQUESTS_PER_ATTEMPT = 10
 
 #: The client's event log: ``log(name, data)``.
 Log = Callable[[str, Any], None]
+
+
+class Logger(Protocol):
+    """What records the events of a login (the client's event log)."""
+
+    def log(self, name: str, data: Any) -> None:
+        """Record one event."""
 
 
 class AuthPolicy:
@@ -66,13 +73,14 @@ class AuthPolicy:
 
     __slots__ = ("_banner_sent", "_chain_passed", "_chain_user", "_kbdint_round",
                  "_kbdint_user", "_requests", "authenticated", "config", "ending", "failed",
-                 "key_grant", "log", "peer_host", "session", "stop", "user")
+                 "key_grant", "logger", "peer_host", "session", "stop", "user")
 
-    def __init__(self, config: DemoConfig, session: Session, log: Log,
+    def __init__(self, config: DemoConfig, session: Session, logger: Logger,
                  stop: Flag, peer_host: str) -> None:
         self.config: DemoConfig = config
         self.session: Session = session
-        self.log: Log = log
+        # The client itself, not its bound log method: one object fewer for each client.
+        self.logger: Logger = logger
         self.stop: Flag = stop
         self.peer_host: str = peer_host
         self.user = None
@@ -89,7 +97,12 @@ class AuthPolicy:
         self._kbdint_user: str | None = None
         self._kbdint_round = 0
 
+    def log(self, name: str, data: Any) -> None:
+        """Record one event in the client's log."""
+        self.logger.log(name, data)
+
     # ---- the decisions --------------------------------------------------------------------
+
     def allowed_methods(self, user: str | None = None) -> AuthMethod:
         """The methods a request of ``user`` may use now (what a failure reply lists): all
         of ``auth_methods``, or with auth chains those next in a chain (a user other than

@@ -108,7 +108,7 @@ class DemoClient(Job):
             [] if config.event_log else None
         self.error: BaseException | None = None
         self._stop = Flag()
-        self.auth: AuthPolicy = AuthPolicy(config, session, self.log, self._stop,
+        self.auth: AuthPolicy = AuthPolicy(config, session, self, self._stop,
                                self.peer[0] if self.peer else "")
         # Replaced whole, never changed in place: bytes_in reads them from other threads.
         self._sessions: tuple[SessionChannel, ...] = ()
