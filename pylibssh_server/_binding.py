@@ -198,6 +198,8 @@ class CallbackTable:
     """Owns one zero-filled C callbacks struct (``size`` set), its target and the target's
     ``userdata`` handle, for as long as libssh may call back."""
 
+    # One table a session (and a channel): no instance dict.
+    __slots__ = ("_handle", "_struct", "_target")
     _ctype: ClassVar[str] = ""
     _fields: ClassVar[Mapping[str, str]] = {}
     _target: Target
@@ -257,6 +259,8 @@ _ROUTED: dict[frozenset[str], frozenset[str]] = {}
 class ServerTable(CallbackTable):
     """``struct ssh_server_callbacks_struct`` (``ssh_set_server_callbacks``)."""
 
+    __slots__ = ()
+
     _ctype = "struct ssh_server_callbacks_struct"
     _fields = SERVER_FIELDS
 
@@ -276,6 +280,8 @@ class ServerTable(CallbackTable):
 
 class ChannelTable(CallbackTable):
     """``struct ssh_channel_callbacks_struct`` (``ssh_set_channel_callbacks``)."""
+
+    __slots__ = ()
 
     _ctype = "struct ssh_channel_callbacks_struct"
     _fields = CHANNEL_FIELDS

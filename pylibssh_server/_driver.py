@@ -310,15 +310,19 @@ class Driver:
         settle: called (lock held, outside callbacks) when the outermost driving call has run
             the queued work, with the teardown requested meanwhile: the session flushes its
             channels' output and performs the teardown.
+        wake_pipe: make the wake-up pipe now (else at the first wait that needs it).
+        owner: if given, ``settle`` is called as ``settle(owner, teardown)`` (a function and
+            its session, which cost less than a bound method kept for each session).
     """
 
     # A session's driver lives as long as the session: no per-instance dict.
     __slots__ = ("__weakref__", "_c_state", "_closed", "_closing", "_depth",
-                 "_exception", "_requesters", "_settle",
+                 "_exception", "_on_settle", "_owner", "_requesters",
                  "_teardown", "_thread", "_wake_pending", "_wake_w", "_work",
                  "blocking", "channels", "event", "interrupted", "lock", "wake_r", "watcher")
 
-    def __init__(self, settle: Callable[[Teardown], None], wake_pipe: bool = True) -> None:
+    def __init__(self, settle: Callable[..., None], wake_pipe: bool = True,
+                 owner: Any = None) -> None:
         # The pipe first: at the open-files limit it raises EMFILE, and nothing exists yet.
         # Without one now, wake_r is _NO_PIPE until a blocking wait makes it (wake_fd()).
         self.wake_r, self._wake_w = (os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) if wake_pipe
@@ -326,7 +330,8 @@ class Driver:
         #: A wake-up came while there was no pipe: the pipe starts readable.
         self._wake_pending = False
         self.lock = HandoffLock(self)
-        self._settle = settle
+        self._on_settle = settle
+        self._owner = owner
         self._depth = 0
         self._thread: int | None = None
         # A list, not a deque (600 bytes each, per session): the queue is short, and pop(0),
@@ -506,7 +511,10 @@ class Driver:
             self.run_queue()
         teardown, self._teardown = self._teardown, Teardown.NONE
         try:
-            self._settle(teardown)
+            if self._owner is None:
+                self._on_settle(teardown)
+            else:
+                self._on_settle(self._owner, teardown)
         except BaseException as exc:
             self.record(exc, "settling after a driving call")
         stored, self._exception = self._exception, None

@@ -65,6 +65,8 @@ class ServerCallbacks(ServerTable):
     Auth hooks returning True mean success, False/None denied; any exception denies.
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         *,
@@ -113,6 +115,8 @@ class ChannelCallbacks(ChannelTable):
 
     One ``ChannelCallbacks`` serves exactly one channel.
     """
+
+    __slots__ = ()
 
     def __init__(
         self,

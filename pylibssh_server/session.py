@@ -63,7 +63,7 @@ class Session(Handle):
     def __init__(self, ptr: Any = None, *, owning: bool = True, wake_pipe: bool = True) -> None:
         # The driver (and its wake-up pipe) first: at the open-files limit it raises EMFILE,
         # and nothing (no ssh_session, no half-set attribute for __del__/__repr__) exists yet.
-        self._driver = Driver(self._settle, wake_pipe)
+        self._driver = Driver(type(self)._settle, wake_pipe, self)
         if ptr is None:
             ptr = lib.ssh_new()
             if ptr == ffi.NULL:
