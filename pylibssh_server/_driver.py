@@ -160,8 +160,7 @@ class HandoffLock:
     send something (forever if it is idle), and a polling loop re-takes the lock ahead of
     waiting threads round after round.  Here a thread that finds the lock taken counts itself
     as a waiter and calls ``owner.wakeup()`` (which ends the wait in ``dopoll``); the driving
-    loop calls
-    :meth:`let_waiters_in` before its next round.
+    loop calls :meth:`let_waiters_in` before its next round.
 
     A thread whose wait would close a cycle of threads waiting for each other's locks gets
     ``RuntimeError`` instead of waiting (rule 5).
@@ -373,6 +372,24 @@ class Driver:
         (rule 8); the C pumps keep the pointer and count into it."""
         return self._c_state + 1
 
+    def add_channel(self, channel: Any) -> None:
+        """Append to :attr:`channels` (lock held)."""
+        if isinstance(self.channels, list):
+            self.channels.append(channel)
+        else:
+            self.channels = [channel]
+
+    def forget_channel(self, channel: Any) -> None:
+        """Remove from :attr:`channels` if there (lock held)."""
+        channels = self.channels
+        if isinstance(channels, list) and channel in channels:
+            channels.remove(channel)
+
+    def take_channels(self) -> list[Any] | tuple[()]:
+        """Empty :attr:`channels`, returning what it held (the session is freeing them)."""
+        channels, self.channels = self.channels, ()
+        return channels
+
     # ---- a reactor watching the session's fds -------------------------------------------
     def watch(self, watcher: Watcher | None) -> None:
         """Let ``watcher`` (a reactor loop) know what changes the fds it polls for us.
@@ -413,10 +430,9 @@ class Driver:
                 self._wake_pending = True  # for a blocking wait that makes the pipe later
         watcher = self.watcher
         if watcher is not None:
-            # What the pipe's fd callback does inside a poll (SessionEvent._woken): a thread
-            # closing the session or waiting for its lock ends the batch of rounds.  Then the
+            # What the pipe's fd callback does inside a poll (SessionEvent._woken), then the
             # reactor steps the session.
-            if self.close_requested or self.lock.waiters:
+            if self.handover_wanted:
                 self.end_batch()
             watcher.touched()
 
@@ -594,7 +610,7 @@ class Driver:
         stop[0] = 0
         # After the reset: a thread that asked for the lock or a close just before it has its
         # batch of one round (its wake-up, without a pipe, set the flag before the reset).
-        if self.close_requested or self.lock.waiters:
+        if self.handover_wanted:
             stop[0] = 1
         return stop
 
@@ -691,6 +707,12 @@ class Driver:
         """True once ``close()`` was called (sticky; a disconnect or an event close in
         progress is only :attr:`close_requested`)."""
         return self._closing
+
+    @property
+    def handover_wanted(self) -> bool:
+        """True while a thread closing the session or waiting for its lock needs the driving
+        thread to end its batch of poll rounds."""
+        return self.close_requested or self.lock.waiters > 0
 
     def mark_closing(self) -> None:
         """The session is being closed: sticky, and the driving thread is woken."""

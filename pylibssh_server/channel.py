@@ -205,10 +205,7 @@ class SshChannel(Handle):
             self._open_call: Callable[[Any], int] | None = None
             self.open_error: str | None = None
             self._pipes: list[ChannelSink | ChannelPump] = []
-            if isinstance(driver.channels, list):
-                driver.channels.append(self)
-            else:
-                driver.channels = [self]
+            driver.add_channel(self)
 
     # ---- helpers ------------------------------------------------------------------------
     @property
@@ -673,9 +670,7 @@ class SshChannel(Handle):
             lib.ssh_remove_channel_callbacks(ptr, self._callbacks_struct)
 
     def _forget(self) -> None:
-        channels = self._driver.channels
-        if isinstance(channels, list) and self in channels:
-            channels.remove(self)
+        self._driver.forget_channel(self)
 
     def _session_gone(self) -> None:
         """The session is about to free every channel: forget the pointer."""

@@ -135,7 +135,7 @@ class SessionEvent(Handle):
             return
         driver = self._driver
         driver.drain_wakeups()
-        if driver.close_requested or driver.waiters:
+        if driver.handover_wanted:
             # A thread closing the session or waiting for its lock: end the batch of rounds.
             driver.end_batch()
 

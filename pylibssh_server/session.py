@@ -291,6 +291,7 @@ class Session(Handle):
             return fds
 
     def _kex_nonblocking(self, deadline: float | None) -> None:
+        wake_r = self._driver.wake_fd()  # the waits below must end on a wake-up
         for _ in range(1_000_000):
             if self.key_exchange_step():
                 return
@@ -299,7 +300,6 @@ class Session(Handle):
             if remaining is not None and remaining <= 0:
                 raise KeyExchangeError("ssh_handle_key_exchange timed out",
                                        function="ssh_handle_key_exchange", code=lib.SSH_AGAIN)
-            wake_r = self._driver.wake_fd()  # this wait must end on a wake-up
             fds = self.poll_set()
             if not fds or self._driver.close_requested:
                 raise ValueError("Session is closed")
@@ -456,8 +456,7 @@ class Session(Handle):
 
     def _release_channels(self) -> None:
         # ssh_disconnect/ssh_free free every channel: invalidate the Python objects first.
-        channels, self._driver.channels = self._driver.channels, ()
-        for channel in reversed(channels):
+        for channel in reversed(self._driver.take_channels()):
             channel._session_gone()
 
     @property

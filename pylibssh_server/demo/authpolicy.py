@@ -11,7 +11,6 @@ grant) and answers every authentication hook of the session with the rules of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from pylibssh_server import (
@@ -27,16 +26,13 @@ from pylibssh_server.demo.auth import METHOD_FLAGS, password_ok
 from pylibssh_server.demo.config import DemoConfig
 from pylibssh_server.demo.keyrules import UNRESTRICTED, KeyGrant
 
-__all__ = ["AUTH_REQUESTS_PER_ATTEMPT", "AuthPolicy", "Log", "Logger"]
+__all__ = ["AUTH_REQUESTS_PER_ATTEMPT", "AuthPolicy", "Logger"]
 
 logger: logging.Logger = logging.getLogger("pylibssh_server.demo")
 
 #: Authentication requests of any kind (PK_OK probes included) one connection may make: every
 #: failure counts toward max_auth_attempts, and this bounds the requests that do not fail.
 AUTH_REQUESTS_PER_ATTEMPT = 10
-
-#: The client's event log: ``log(name, data)``.
-Log = Callable[[str, Any], None]
 
 
 class Logger(Protocol):
