@@ -328,7 +328,8 @@ int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *c
 /* ---- poll batching (pylibssh_server/event.py) ---- */
 #define PYLIBSSH_SESSION_CONNECTED ...
 #define PYLIBSSH_SESSION_FATAL ...
-int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop);
+int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop,
+                                int linger_fd);
 int pylibssh_session_state(ssh_session session);
 int pylibssh_message_x11(ssh_message msg, int *single_connection, const char **protocol,
                          int *screen);
@@ -486,15 +487,20 @@ static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_st
  * events are ready, at most `max_rounds` in all, until a callback sets stop[0].  libssh reads
  * the socket 4 KiB per round: running the rounds here, in one call, saves a Python call and a
  * GIL release per round (a release costs a thread switch when many sessions' threads are busy).
- * stop[1] is set by the C fd pipes (pipe.py) when they moved bytes: then, when nothing is ready
- * (and the caller was willing to wait at all), one more round waits up to
- * PYLIBSSH_LINGER_MS for the stream's next bytes instead of returning to Python, which would
- * otherwise run once per few packets of a fast stream.  And while they keep moving bytes
- * (some in every max_rounds rounds), the batch goes on past max_rounds, up to
- * PYLIBSSH_STREAM_MS after its first round: max_rounds 4 KiB rounds are only 256 KiB, and
- * returning to Python (30-50 us with the owner's service()) 4 times per MiB was most of what
- * a piped stream cost over a C server.  Python's own work waits that long at most; anything
- * that must not wait ends the batch through stop[0].  Returns the first round's rc. */
+ * stop[1] is set by the C fd pipes (pipe.py) when they moved bytes.  From then on the batch
+ * is a stream's: while the pipes keep moving bytes (some in every max_rounds rounds) it goes
+ * on past max_rounds, and when nothing is ready it waits up to PYLIBSSH_LINGER_MS for the
+ * stream's next bytes instead of returning to Python, both only up to PYLIBSSH_STREAM_MS
+ * after the first round.  Returning to Python (30-50 us with the owner's service()) at every
+ * pause of a fast stream, 3.5 times per MiB, was most of what a piped stream cost over a C
+ * server.  Python's own work waits PYLIBSSH_STREAM_MS at most; anything that must not wait
+ * ends the batch through stop[0].
+ * The linger waits in the event itself (its wake-up pipe included) when the caller was
+ * willing to wait at all.  A caller that must not wait (timeout 0: a reactor's step) lingers
+ * only if it gives `linger_fd`, an fd readable whenever its other work is ready (the reactor's
+ * epoll, which holds this session's fds too): the batch waits on that fd alone, and ends when
+ * what woke it was not this session's (the next round finds nothing).  Returns the first
+ * round's rc. */
 #define PYLIBSSH_LINGER_MS 1
 #define PYLIBSSH_STREAM_MS 5
 static long long pylibssh_now_ms(void)
@@ -505,9 +511,11 @@ static long long pylibssh_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop)
+static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop,
+                                       int linger_fd)
 {
-    int rc, next, rounds = 1, limit = max_rounds, moved = 0, linger = 0;
+    int rc, next, rounds = 1, limit = max_rounds, moved = 0, streaming = 0;
+    int may_linger = timeout != 0 || linger_fd >= 0;
     long long start;
 
     stop[1] = 0;
@@ -516,7 +524,7 @@ static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rou
     while (rc == SSH_OK && !stop[0]) {
         if (stop[1]) {
             stop[1] = 0;
-            moved = linger = 1;
+            moved = streaming = 1;
         }
         if (rounds >= limit) {
             if (!moved || pylibssh_now_ms() - start >= PYLIBSSH_STREAM_MS) {
@@ -526,9 +534,18 @@ static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rou
             limit += max_rounds;
         }
         next = ssh_event_dopoll(event, 0);
-        if (next == SSH_AGAIN && timeout != 0 && linger && !stop[0]) {
-            linger = 0;
-            next = ssh_event_dopoll(event, PYLIBSSH_LINGER_MS);
+        if (next == SSH_AGAIN && streaming && may_linger && !stop[0] &&
+            pylibssh_now_ms() - start < PYLIBSSH_STREAM_MS) {
+            if (timeout != 0) {
+                next = ssh_event_dopoll(event, PYLIBSSH_LINGER_MS);
+            } else {
+                struct pollfd others = {linger_fd, POLLIN, 0};
+
+                /* Readable: this session's fds or another job's; the round tells which. */
+                if (poll(&others, 1, PYLIBSSH_LINGER_MS) > 0 && !stop[0]) {
+                    next = ssh_event_dopoll(event, 0);
+                }
+            }
         }
         if (next != SSH_OK) {
             break;

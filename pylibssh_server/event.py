@@ -86,6 +86,12 @@ class SessionEvent(Handle):
     #: ``dopoll`` handles up to this many rounds of already-ready events per call (more, by
     #: this many at a time for at most 5 ms, while the C fd pipes keep moving bytes).
     max_rounds = 64
+    #: For ``dopoll(0)`` from a loop of your own: an fd that is readable whenever the loop has
+    #: other work ready (your ``epoll``, holding this session's fds too).  A ``dopoll(0)``
+    #: whose C fd pipes moved bytes then waits up to 1 ms for the stream's next bytes, ending
+    #: as soon as this fd shows anything else, instead of returning to your loop at every
+    #: pause of the stream.  -1 (the default): ``dopoll(0)`` never waits.  The reactor sets it.
+    linger_fd = -1
 
     def __init__(self, session: Session) -> None:
         driver = session._driver
@@ -306,7 +312,7 @@ class SessionEvent(Handle):
                 # flag: a closing thread or one waiting for the lock writes to the wake-up pipe
                 # (see _woken), and a callback's exception sets it (Driver.record).
                 rc = lib.pylibssh_event_dopoll_batch(ptr, ms, self.max_rounds,
-                                                     driver.begin_batch())
+                                                     driver.begin_batch(), self.linger_fd)
         return int(rc)
 
     def _detach(self) -> None:

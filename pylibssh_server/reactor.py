@@ -130,6 +130,17 @@ class Job:
             self._watched = session
             session._driver.watch(self)
 
+    def new_event(self, session: Session) -> SessionEvent:
+        """A :class:`SessionEvent` for ``session`` (after its key exchange), to step with
+        ``dopoll(0)``: from the loop's thread, its fast streams wait in C for their next bytes
+        while the loop has nothing else ready (``SessionEvent.linger_fd``)."""
+        from pylibssh_server.event import SessionEvent  # event imports session, as we do
+
+        event = SessionEvent(session)
+        if self._loop is not None:
+            event.linger_fd = self._loop.epoll_fd
+        return event
+
     def poll_set(self) -> dict[int, int]:
         """fd -> ``POLLIN``/``POLLOUT`` bits to wait for (default: none)."""
         return {}
@@ -195,6 +206,8 @@ class _Loop:
     def __init__(self, reactor: Reactor, index: int) -> None:
         self._reactor = reactor
         self._epoll = select.epoll()
+        #: For its sessions' events (SessionEvent.linger_fd); closed only after its last job.
+        self.epoll_fd = self._epoll.fileno()
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._pipe_r, select.EPOLLIN)
         # Guards the epoll registrations, the fd owners and the hand-over lists below.
@@ -648,9 +661,7 @@ class ServedSession(Job):
                 return None
             left = self._deadline - time.monotonic()
             return DONE if left <= 0 else left
-        from pylibssh_server.event import SessionEvent  # event imports session, as we do
-
-        self.event = SessionEvent(session)
+        self.event = self.new_event(session)
         self.on_ready()
         return 0.0
 

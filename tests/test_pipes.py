@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import threading
 import time
 from typing import Any
@@ -187,6 +188,85 @@ def test_one_poll_takes_a_piped_stream_past_max_rounds(loopback: Loopback) -> No
         piped.poll(lambda: len(got) == piped.sink.bytes)
         assert bytes(got) == b"x" * 1000 + packet * ((len(got) - 1000) // len(packet))
     finally:
+        piped.close()
+
+
+def test_dopoll_zero_lingers_for_a_stream_while_the_loop_has_nothing_else(
+        loopback: Loopback) -> None:
+    """Given ``linger_fd`` (a reactor gives its epoll), ``dopoll(0)`` on a stream that
+    pauses waits in C for the next bytes instead of returning at each pause: one call takes
+    packets the client sent after it began.  Without it (or once that fd is readable: the
+    loop has other work) the call returns when the socket is empty."""
+    piped = Piped(loopback, owned=True)
+    others_r, others_w = os.pipe2(os.O_CLOEXEC)
+    loop = select.epoll()  # a loop of the test's own: the session's fds and the others
+    try:
+        channel = start(loopback, piped)
+        event = loopback.event
+        assert event is not None and piped.sink is not None
+        assert event.linger_fd == -1
+        got = bytearray()
+        reader(piped.sink_r, got)
+        loopback.wait_done(loopback.submit(channel.sendall, b"x" * 1000))
+        piped.poll(lambda: piped.sink.bytes == 1000)
+        packet = b"y" * 2000
+        total = 1000
+        loop.register(others_r, select.EPOLLIN)
+        for fd in event.poll_set():
+            loop.register(fd, select.EPOLLIN)
+
+        def one_call(linger_fd: int) -> int:
+            """The client sends a packet, and each next one only once the server took the
+            one before (the server's socket is empty before each); one dopoll(0) once the
+            first is there.  Returns the packets that call took."""
+            nonlocal total
+            event.linger_fd = linger_fd
+            sent = [0]
+            stop = threading.Event()
+            base = piped.sink.bytes
+
+            def ping_pong() -> None:
+                for _ in range(50):
+                    deadline = time.monotonic() + 0.1
+                    while (piped.sink.bytes < base + sent[0] and not stop.is_set()
+                           and time.monotonic() < deadline):
+                        time.sleep(0.0001)
+                    if stop.is_set() or piped.sink.bytes < base + sent[0]:
+                        return
+                    channel.sendall(packet)
+                    sent[0] += len(packet)
+
+            thread = threading.Thread(target=ping_pong)
+            thread.start()
+            try:
+                time.sleep(0.02)  # the first packet is in the server's socket
+                event.dopoll(0)
+                took = (piped.sink.bytes - base) // len(packet)
+            finally:
+                stop.set()
+                thread.join(TIMEOUT)
+            total += sent[0]
+            piped.poll(lambda: piped.sink.bytes == total)
+            return took
+
+        best = 0
+        for _ in range(5):  # fails only if the client lost the CPU for 1 ms every time
+            best = max(best, one_call(loop.fileno()))
+            if best >= 3:
+                break
+        assert best >= 3, best
+        assert one_call(-1) == 1  # without: the call ends once the socket is empty
+        os.write(others_w, b"!")  # the loop has other work: the call does not wait for it
+        assert one_call(loop.fileno()) == 1
+        piped.poll(lambda: len(got) == total)
+        assert bytes(got) == b"x" * 1000 + packet * ((total - 1000) // len(packet))
+    finally:
+        event = loopback.event
+        if event is not None:
+            event.linger_fd = -1
+        loop.close()
+        os.close(others_r)
+        os.close(others_w)
         piped.close()
 
 

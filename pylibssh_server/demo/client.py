@@ -348,7 +348,7 @@ class DemoClient(Job):
         except (KeyExchangeError, ValueError) as exc:
             logger.debug("client %s: key exchange ended: %s", self.id, exc)
             return DONE
-        self._event = SessionEvent(session)
+        self._event = self.new_event(session)
         self._phase = "poll"
         return 0.0
 
