@@ -8,7 +8,7 @@ throughput, connection rate and latency, idle cost, and scaling with concurrency
 workload the server's CPU time is read from /proc (see README.md).  Every figure is the median
 of N runs.  Output: a markdown table on stdout and in .bench/results.md.
 
-    python benchmarks/run.py            # the full run (~10 min on 2 cores)
+    python benchmarks/run.py            # the full run (~25 min on 2 cores)
     python benchmarks/run.py --quick    # a few minutes
 """
 
@@ -37,6 +37,7 @@ from servers import NAMES, PASSWORD, ROOT, TITLES, Server, build_c_servers, demo
 
 MiB = 1 << 20
 WORKLOADS = ("s2c", "c2s", "fwd", "rfwd", "conn", "idle", "scale")
+THROUGHPUT = ("s2c", "c2s", "fwd", "rfwd")
 CLIENTS = ("ssh", "asyncssh")
 WORKLOAD_TITLES = {
     "s2c": "1. server→client exec `head -c`",
@@ -61,6 +62,10 @@ HIGHER_IS_BETTER = ("MiB/s", "conn/s")
 @dataclass
 class Config:
     runs: int = 3
+    #: Throughput runs (workloads 1-3): their CPU per MiB moves by 10-20 % from run to run on
+    #: 2 cores (how the scheduler places server, client and command), so one ratio of medians
+    #: of 3 could land anywhere in +-15 %; 7 runs narrow that to about +-6 %.
+    data_runs: int = 7
     size: int = 256 * MiB
     conn_count: int = 200
     conn_concurrency: int = 20
@@ -78,6 +83,9 @@ class Config:
     servers: tuple[str, ...] = NAMES
     clients: tuple[str, ...] = CLIENTS
     workloads: tuple[str, ...] = WORKLOADS
+
+    def runs_of(self, workload: str) -> int:
+        return self.data_runs if workload in THROUGHPUT else self.runs
 
     def scale_conns(self, k: int) -> int:
         return max(k, self.scale_min_conns)
@@ -289,7 +297,7 @@ def run_workload(workload: str, server: Server, client: str, cfg: Config, sink_p
                  ) -> dict[str, Any]:
     if not server.alive():
         raise RuntimeError("the server is not running")
-    if workload in ("s2c", "c2s", "fwd", "rfwd"):
+    if workload in THROUGHPUT:
         return throughput(server, client, cfg, workload, sink_port)
     return {"conn": w_conn, "scale": w_scale}[workload](
         server, client, cfg, sink_port)
@@ -352,7 +360,8 @@ def _table(res: Results, cfg: Config, workloads: list[str]) -> list[str]:
                         cells.append("-")
                         meds[s] = None
                         continue
-                    text, med = _cell(res, (workload, client, metric, s), cfg.runs)
+                    text, med = _cell(res, (workload, client, metric, s),
+                                      cfg.runs_of(workload))
                     cells.append(text)
                     meds[s] = med
                 ratios = []
@@ -516,6 +525,9 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 run, smaller sizes (a few minutes)")
     p.add_argument("--runs", type=int, help="runs per figure (median); default 3, quick 1")
+    p.add_argument("--data-runs", type=int, metavar="N",
+                   help="runs per throughput figure (workloads 1-3); default 7, quick 1, "
+                        "or --runs if given")
     p.add_argument("--size-mib", type=int, help="bytes per throughput run (default 256)")
     p.add_argument("--idle-conns", type=int, metavar="N",
                    help="idle connections held with the asyncssh client (default 1000, "
@@ -533,8 +545,12 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         cfg = Config(runs=1, size=64 * MiB, conn_count=100, latency_count=10,
                      idle_count=200, idle_seconds=5.0, scale_min_conns=20,
                      scale_bytes=32 * MiB, timeout=120)
+    if args.quick:
+        cfg.data_runs = 1
     if args.runs:
-        cfg.runs = max(1, args.runs)
+        cfg.runs = cfg.data_runs = max(1, args.runs)
+    if args.data_runs:
+        cfg.data_runs = max(1, args.data_runs)
     if args.size_mib:
         cfg.size = max(16, args.size_mib) * MiB
     if args.idle_conns:
@@ -637,8 +653,14 @@ def main(argv: list[str] | None = None) -> int:
                                           res.fail(w, c, name, msg) for c in cfg.clients],
                                       workload)
                 try:
-                    for run in range(cfg.runs):
-                        for name, server in ready.items():
+                    for run in range(cfg.runs_of(workload)):
+                        # Each run starts with the next server: none is always first (right
+                        # after the sink or the previous workload) or always after another.
+                        names = list(ready)
+                        shift = run % max(1, len(names))
+                        names = names[shift:] + names[:shift]
+                        for name in names:
+                            server = ready[name]
                             for client in cfg.clients:
                                 if not serves(name, workload, client):
                                     continue  # a "-" cell: that server has no such feature
@@ -655,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
             "# pylibssh_server benchmark",
             "",
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
-            f"{'quick' if args.quick else 'full'} mode: median of {cfg.runs} run(s), "
+            f"{'quick' if args.quick else 'full'} mode: median of {cfg.runs} run(s) "
+            f"({cfg.data_runs} for throughput, each run starting with the next server), "
             f"{cfg.size // MiB} MiB per throughput run, {cfg.conn_count} connections at "
             f"{cfg.conn_concurrency} concurrent, {cfg.idle_count} idle connections "
             f"({cfg.idle_conns('ssh')} with ssh) held for {cfg.idle_seconds:g} s, scale "

@@ -49,6 +49,9 @@ class _AsyncioLoop(_Loop):
 
     def __init__(self, reactor: Reactor, aloop: asyncio.AbstractEventLoop) -> None:
         super().__init__(reactor, 0)
+        # asyncio's other readers and tasks are not in our epoll: a session waiting in C for
+        # its stream's next bytes would hold them up, so ours never linger (dopoll(0) only).
+        self.epoll_fd = -1
         self.aloop = aloop
         self.thread = threading.current_thread()
         self._timer: asyncio.TimerHandle | None = None

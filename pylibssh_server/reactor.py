@@ -206,7 +206,8 @@ class _Loop:
     def __init__(self, reactor: Reactor, index: int) -> None:
         self._reactor = reactor
         self._epoll = select.epoll()
-        #: For its sessions' events (SessionEvent.linger_fd); closed only after its last job.
+        #: Its sessions' SessionEvent.linger_fd: all the loop's work is in this epoll (-1 where
+        #: it is not, see aio.py).  Closed only after the loop's last job.
         self.epoll_fd = self._epoll.fileno()
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._pipe_r, select.EPOLLIN)

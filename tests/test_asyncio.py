@@ -150,6 +150,8 @@ async def test_asyncio_server_with_coroutine_hooks(caplog: pytest.LogCaptureFixt
             assert not [name for name in started if name.startswith("pylibssh")], started
             await asyncio.wait_for(wait_ended(app.jobs[0]), 10)
             assert app.jobs[0].session.closed
+            # asyncio's own readers are not in the reactor's epoll: no waiting in C for them.
+            assert app.jobs[0].event is not None and app.jobs[0].event.linger_fd == -1
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert pending == []
 

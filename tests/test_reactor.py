@@ -408,10 +408,13 @@ def test_served_session_api(host_key: SshKey, reactor: Reactor) -> None:
     key exchange, ``after_poll`` sets the next step's deadline or ends the session."""
     bind = Bind(key=host_key)
     readies: list[Session] = []
+    linger_fds: list[int] = []
 
     class Limited(ServedSession):
         def on_ready(self) -> None:
             readies.append(self.session)
+            assert self.event is not None
+            linger_fds.append(self.event.linger_fd)  # the loop's epoll (see test_pipes)
             self.until = time.monotonic() + 0.5
 
         def after_poll(self) -> StepResult:
@@ -430,6 +433,7 @@ def test_served_session_api(host_key: SshKey, reactor: Reactor) -> None:
         transport.auth_password("user", "pw")
         wait_for(lambda: not transport.is_active(), timeout=5, what="the session's end")
         assert len(readies) == 1 and readies[0].closed
+        assert linger_fds[0] >= 0
         transport.close()
     finally:
         bind.close()
