@@ -1188,6 +1188,7 @@ def closed_contract(objs: dict[str, Any], tmp: str) -> dict[str, Contract]:
             "poll_set": (event.poll_set, Returns({})),
             "is_assigned": (lambda: event.is_assigned, Returns(False)),
             "max_rounds": (lambda: event.max_rounds, Returns(SessionEvent.max_rounds)),
+            "linger_fd": (lambda: event.linger_fd, Returns(SessionEvent.linger_fd)),
             "owning": (lambda: event.owning, Returns(True)),
             "remove_fd": (lambda: event.remove_fd(r), NOTHING),
             "session": (lambda: event.session, Returns(None)),
