@@ -328,6 +328,11 @@ int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_struct *c
 /* ---- poll batching (pylibssh_server/event.py) ---- */
 #define PYLIBSSH_SESSION_CONNECTED ...
 #define PYLIBSSH_SESSION_FATAL ...
+struct pylibssh_batch {
+    int stop[2];
+    long long unflushed;
+    ...;
+};
 int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop,
                                 int linger_fd);
 int pylibssh_session_state(ssh_session session);
@@ -503,6 +508,19 @@ static int pylibssh_channel_cb_set_open_response(struct ssh_channel_callbacks_st
  * round's rc. */
 #define PYLIBSSH_LINGER_MS 1
 #define PYLIBSSH_STREAM_MS 5
+
+/* A session's C state (the Driver's): the end-of-batch flags every C pipe points at, first,
+ * so that a pipe's `stop` is also the address of the whole. */
+struct pylibssh_pump;
+struct pylibssh_batch {
+    int stop[2];               /* [0] ends the batch; [1] the C pipes moved bytes in it */
+    long long unflushed;       /* bytes handed to libssh's output since it drained (pumps) */
+    ssh_event event;           /* the event a batch is polling, NULL between batches */
+    struct pylibssh_pump *parked;  /* stalled pumps this batch took out of the event */
+};
+#define PYLIBSSH_BATCH_OF(stop) ((struct pylibssh_batch *)(void *)(stop))
+static void pylibssh_batch_tend(struct pylibssh_batch *b);
+static void pylibssh_batch_restore(struct pylibssh_batch *b);
 static long long pylibssh_now_ms(void)
 {
     struct timespec ts;
@@ -514,14 +532,19 @@ static long long pylibssh_now_ms(void)
 static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rounds, int *stop,
                                        int linger_fd)
 {
+    struct pylibssh_batch *b = PYLIBSSH_BATCH_OF(stop);
     int rc, next, rounds = 1, limit = max_rounds, moved = 0, streaming = 0;
     int may_linger = timeout != 0 || linger_fd >= 0;
     long long start;
 
     stop[1] = 0;
+    b->event = event;
     rc = ssh_event_dopoll(event, timeout);
     start = pylibssh_now_ms();
     while (rc == SSH_OK && !stop[0]) {
+        if (b->parked != NULL) {
+            pylibssh_batch_tend(b);
+        }
         if (stop[1]) {
             stop[1] = 0;
             moved = streaming = 1;
@@ -536,7 +559,10 @@ static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rou
         next = ssh_event_dopoll(event, 0);
         if (next == SSH_AGAIN && streaming && may_linger && !stop[0] &&
             pylibssh_now_ms() - start < PYLIBSSH_STREAM_MS) {
-            if (timeout != 0) {
+            if (timeout != 0 || b->parked != NULL) {
+                /* With a pump parked, on the event itself even for a reactor: that pump's fd
+                 * stays in the reactor's epoll, readable, and would end the wait at once.
+                 * The loop's other work then waits this long, within the same 5 ms. */
                 next = ssh_event_dopoll(event, PYLIBSSH_LINGER_MS);
             } else {
                 struct pollfd others = {linger_fd, POLLIN, 0};
@@ -552,6 +578,8 @@ static int pylibssh_event_dopoll_batch(ssh_event event, int timeout, int max_rou
         }
         rounds++;
     }
+    pylibssh_batch_restore(b);
+    b->event = NULL;
     return rc;
 }
 
@@ -640,6 +668,8 @@ struct pylibssh_pump {
     size_t off;                /* buf[off, off + len) was read but not taken by libssh yet */
     size_t len;
     char *buf;                 /* PYLIBSSH_PUMP_CHUNK bytes, allocated at the first read */
+    int parked;                /* 0; 1: stalled, to leave the event; 2: out of the event */
+    struct pylibssh_pump *next_parked;
 };
 
 /* Write what the fd takes now: the count, or -1 once it failed (flags and err set). */
@@ -865,6 +895,98 @@ static int pylibssh_pump_congested(struct pylibssh_pump *p)
     return 0;
 }
 
+static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata);
+
+/* Room again for a stalled pump: the window and the session's output. */
+static int pylibssh_pump_may_resume(struct pylibssh_pump *p)
+{
+    if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
+                     PYLIBSSH_PIPE_ERROR)) || p->channel == NULL) {
+        return 0;
+    }
+    return ssh_channel_window_size(p->channel) > 0 && !pylibssh_pump_congested(p);
+}
+
+/* A pump that only stalled (the peer's window or the session's output is full), during a
+ * batch: rather than end the batch for Python to take its fd out of the poll and put it
+ * back once the peer's window adjust came (two returns to Python per stall, about one per
+ * window of a fast stream), the batch itself takes the fd out between two rounds and puts
+ * it back when there is room (pylibssh_batch_tend), and before it returns, so that the
+ * event holds what Python believes (its service() then does what it always did).  Only
+ * marked here: libssh is walking its fd array.  1: parked (the batch goes on). */
+static int pylibssh_pump_park(struct pylibssh_pump *p)
+{
+    struct pylibssh_batch *b = PYLIBSSH_BATCH_OF(p->stop);
+
+    if (b->event == NULL || p->channel == NULL ||
+        (p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
+                     PYLIBSSH_PIPE_ERROR)) || !(p->flags & PYLIBSSH_PIPE_STALLED)) {
+        return 0;
+    }
+    if (!p->parked) {
+        p->parked = 1;
+        p->next_parked = b->parked;
+        b->parked = p;
+    }
+    return 1;
+}
+
+/* Between two rounds of a batch (outside libssh's dispatch): parked pumps leave the event,
+ * and come back once they may resume; one that ended or was paused meanwhile goes back to
+ * Python (in the event, unless it is detached: Python removes it). */
+static void pylibssh_batch_tend(struct pylibssh_batch *b)
+{
+    struct pylibssh_pump **link = &b->parked, *p;
+
+    while ((p = *link) != NULL) {
+        int resume = pylibssh_pump_may_resume(p);
+
+        if (!resume && p->channel != NULL &&
+            !(p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
+                          PYLIBSSH_PIPE_ERROR))) {
+            if (p->parked == 1) {
+                ssh_event_remove_fd(b->event, p->fd);
+                p->parked = 2;
+            }
+            link = &p->next_parked;
+            continue;
+        }
+        if (p->parked == 2 && !(p->flags & PYLIBSSH_PIPE_DEAD)) {
+            if (ssh_event_add_fd(b->event, p->fd, POLLIN, pylibssh_pump_ready, p) != SSH_OK) {
+                b->stop[0] = 1;  /* the batch's end tries again */
+                link = &p->next_parked;
+                continue;
+            }
+        }
+        if (resume) {
+            p->flags &= ~PYLIBSSH_PIPE_STALLED;
+        } else {
+            b->stop[0] = 1;  /* ended, paused or detached: Python's turn */
+        }
+        p->parked = 0;
+        *link = p->next_parked;
+        p->next_parked = NULL;
+    }
+}
+
+/* Before a batch returns: every parked pump back in the event, still STALLED (Python's
+ * service() takes it out or resumes it, as for a pump stalled outside a batch). */
+static void pylibssh_batch_restore(struct pylibssh_batch *b)
+{
+    struct pylibssh_pump *p;
+
+    while ((p = b->parked) != NULL) {
+        b->parked = p->next_parked;
+        p->next_parked = NULL;
+        if (p->parked == 2 && !(p->flags & PYLIBSSH_PIPE_DEAD) &&
+            ssh_event_add_fd(b->event, p->fd, POLLIN, pylibssh_pump_ready, p) != SSH_OK) {
+            p->err = ENOMEM;
+            p->flags |= PYLIBSSH_PIPE_ERROR;  /* not polled any more: end it */
+        }
+        p->parked = 0;
+    }
+}
+
 /* The event's fd callback: read what the peer's window allows and write it to the channel.
  * Reads never exceed the window, so libssh takes every byte and none is held here for long. */
 static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
@@ -883,6 +1005,9 @@ static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
 
         if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
                          PYLIBSSH_PIPE_ERROR | PYLIBSSH_PIPE_STALLED)) || p->channel == NULL) {
+            if (pylibssh_pump_park(p)) {
+                return 0;
+            }
             *p->stop = 1;  /* Python takes the fd out of the poll */
             return 0;
         }

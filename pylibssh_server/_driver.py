@@ -346,9 +346,10 @@ class Driver:
         #: The session's blocking mode (``ssh_set_blocking``): blocking calls wait inside
         #: libssh (bounded by the session timeout), non-blocking ones are driven by polls.
         self.blocking = True
-        # One C allocation for both (an owning cdata costs a few hundred bytes each, per
-        # session): [0] the stop flags, [1] the output counter (see stop, out_counter).
-        self._c_state = ffi.new("long long[2]")
+        # One C allocation for the session's C state (an owning cdata costs a few hundred
+        # bytes each, per session): the stop flags, the output counter (see stop,
+        # out_counter) and what a poll batch keeps of stalled pumps (see build_libssh.py).
+        self._c_state = ffi.new("struct pylibssh_batch *")
         #: The session's channels, oldest first: flushed after every driving call and
         #: invalidated (newest first) before libssh frees them with the session.
         #: (A shared empty tuple until the first: most idle sessions have none.)
@@ -363,14 +364,15 @@ class Driver:
     def stop(self) -> Any:
         """``int *``: [0] ends the current batch of poll rounds (read by
         ``pylibssh_event_dopoll_batch``); [1] the C fd pipes moved bytes in it.  The C pipes
-        keep the pointer (the memory lives as long as the driver)."""
+        keep the pointer (the memory lives as long as the driver); it is also the address
+        of the whole ``struct pylibssh_batch``."""
         return ffi.cast("int *", self._c_state)
 
     @property
     def out_counter(self) -> Any:
         """``long long *``: bytes handed to libssh's output buffer since it last drained
         (rule 8); the C pumps keep the pointer and count into it."""
-        return self._c_state + 1
+        return ffi.addressof(self._c_state, "unflushed")
 
     def add_channel(self, channel: Any) -> None:
         """Append to :attr:`channels` (lock held)."""
@@ -753,8 +755,8 @@ class Driver:
     @property
     def out_unflushed(self) -> int:
         """Bytes handed to libssh's output buffer since it was last seen empty."""
-        return int(self._c_state[1])
+        return int(self._c_state.unflushed)
 
     @out_unflushed.setter
     def out_unflushed(self, value: int) -> None:
-        self._c_state[1] = value
+        self._c_state.unflushed = value

@@ -270,6 +270,51 @@ def test_dopoll_zero_lingers_for_a_stream_while_the_loop_has_nothing_else(
         piped.close()
 
 
+def test_a_pump_stalled_by_the_window_resumes_within_the_batch(loopback: Loopback) -> None:
+    """A pump that stalls on the peer's window in a poll batch does not end the batch: the
+    batch takes its fd out of the poll, puts it back before it returns (Python's view of
+    the event holds), and resumes it once a window adjust came, in the same call."""
+    window = 32768
+    piped = Piped(loopback, owned=True)
+    try:
+        transport = loopback.login(on_channel_open_request_session=piped.on_open)
+        channel = loopback.wait_done(loopback.submit(
+            transport.open_session, window_size=window, max_packet_size=16384, timeout=10))
+        channel.settimeout(TIMEOUT)
+        loopback.wait_done(loopback.submit(channel.exec_command, "piped"))
+        piped.poll(lambda: piped.pump is not None)
+        pump, event, session = piped.pump, loopback.event, loopback.session
+        assert pump is not None and event is not None and session is not None
+        data = os.urandom(2 * window)  # all in the pipe at once (64 KiB)
+        os.write(piped.pump_w, data)
+        deadline = time.monotonic() + TIMEOUT
+        while not pump.stalled:  # polls only: service() would take the fd out
+            assert time.monotonic() < deadline, "the pump never stalled"
+            event.dopoll(0.05)
+        assert pump.bytes == window  # the batch put its fd back in the event on return:
+        received = bytearray()
+        while len(received) < window:  # the client reads: paramiko adjusts the window
+            received.extend(channel.recv(window))
+        assert select.select([session.fd], [], [], TIMEOUT)[0], "no window adjust came"
+        event.dopoll(0)  # one call, no service(), and the stall ends inside it
+        assert pump.bytes > window  # (ending the batch at the stall, it moved nothing)
+        os.close(piped.pump_w)
+        piped.pump_w = -1
+
+        def client_reads() -> None:
+            while len(received) < len(data):
+                chunk = channel.recv(window)
+                if not chunk:
+                    return
+                received.extend(chunk)
+        client = threading.Thread(target=client_reads, daemon=True)
+        client.start()
+        piped.poll(lambda: not client.is_alive())
+        assert bytes(received) == data
+    finally:
+        piped.close()
+
+
 def test_on_data_takes_over_once_the_sink_is_closed(loopback: Loopback) -> None:
     """After ``sink.close()`` the channel's data reaches ``on_data`` again."""
     piped = Piped(loopback)
