@@ -897,14 +897,24 @@ static int pylibssh_pump_congested(struct pylibssh_pump *p)
 
 static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata);
 
+/* Ended, paused or detached: a pump only Python may take further. */
+static int pylibssh_pump_out(const struct pylibssh_pump *p)
+{
+    return (p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
+                        PYLIBSSH_PIPE_ERROR)) || p->channel == NULL;
+}
+
 /* Room again for a stalled pump: the window and the session's output. */
 static int pylibssh_pump_may_resume(struct pylibssh_pump *p)
 {
-    if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
-                     PYLIBSSH_PIPE_ERROR)) || p->channel == NULL) {
-        return 0;
-    }
-    return ssh_channel_window_size(p->channel) > 0 && !pylibssh_pump_congested(p);
+    return !pylibssh_pump_out(p) && ssh_channel_window_size(p->channel) > 0 &&
+           !pylibssh_pump_congested(p);
+}
+
+/* A parked pump's fd back in the batch's event (outside libssh's dispatch). */
+static int pylibssh_pump_rejoin(struct pylibssh_batch *b, struct pylibssh_pump *p)
+{
+    return ssh_event_add_fd(b->event, p->fd, POLLIN, pylibssh_pump_ready, p);
 }
 
 /* A pump that only stalled (the peer's window or the session's output is full), during a
@@ -918,9 +928,7 @@ static int pylibssh_pump_park(struct pylibssh_pump *p)
 {
     struct pylibssh_batch *b = PYLIBSSH_BATCH_OF(p->stop);
 
-    if (b->event == NULL || p->channel == NULL ||
-        (p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
-                     PYLIBSSH_PIPE_ERROR)) || !(p->flags & PYLIBSSH_PIPE_STALLED)) {
+    if (b->event == NULL || pylibssh_pump_out(p) || !(p->flags & PYLIBSSH_PIPE_STALLED)) {
         return 0;
     }
     if (!p->parked) {
@@ -941,9 +949,7 @@ static void pylibssh_batch_tend(struct pylibssh_batch *b)
     while ((p = *link) != NULL) {
         int resume = pylibssh_pump_may_resume(p);
 
-        if (!resume && p->channel != NULL &&
-            !(p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
-                          PYLIBSSH_PIPE_ERROR))) {
+        if (!resume && !pylibssh_pump_out(p)) {
             if (p->parked == 1) {
                 ssh_event_remove_fd(b->event, p->fd);
                 p->parked = 2;
@@ -952,7 +958,7 @@ static void pylibssh_batch_tend(struct pylibssh_batch *b)
             continue;
         }
         if (p->parked == 2 && !(p->flags & PYLIBSSH_PIPE_DEAD)) {
-            if (ssh_event_add_fd(b->event, p->fd, POLLIN, pylibssh_pump_ready, p) != SSH_OK) {
+            if (pylibssh_pump_rejoin(b, p) != SSH_OK) {
                 b->stop[0] = 1;  /* the batch's end tries again */
                 link = &p->next_parked;
                 continue;
@@ -979,7 +985,7 @@ static void pylibssh_batch_restore(struct pylibssh_batch *b)
         b->parked = p->next_parked;
         p->next_parked = NULL;
         if (p->parked == 2 && !(p->flags & PYLIBSSH_PIPE_DEAD) &&
-            ssh_event_add_fd(b->event, p->fd, POLLIN, pylibssh_pump_ready, p) != SSH_OK) {
+            pylibssh_pump_rejoin(b, p) != SSH_OK) {
             p->err = ENOMEM;
             p->flags |= PYLIBSSH_PIPE_ERROR;  /* not polled any more: end it */
         }
