@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -282,6 +283,17 @@ def percentile(values: list[float], q: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def ratio_interval(a: list[float], b: list[float], level: float = 0.9,
+                   resamples: int = 2000) -> tuple[float, float]:
+    """Bootstrap interval of median(a) / median(b): both sets resampled with replacement
+    ``resamples`` times (seeded, so a report is reproducible from its raw values)."""
+    rng = random.Random(0)
+    ratios = sorted(median(rng.choices(a, k=len(a))) / median(rng.choices(b, k=len(b)))
+                    for _ in range(resamples))
+    tail = (1 - level) / 2
+    return percentile(ratios, tail), percentile(ratios, 1 - tail)
 
 
 _TIMES_LINE = re.compile(rb"\s*(\d+)m(\d+(?:\.\d+)?)s\s+(\d+)m(\d+(?:\.\d+)?)s\s*")
