@@ -70,9 +70,9 @@ class Config:
     data_runs: int = 7
     #: Throughput runs of the two servers in ``PAIRED`` (ours and the C libssh server), whose
     #: CPU ratio is what the data-path target is about.  The machine itself moves by that much
-    #: (a fixed cipher loop runs 10-15 % faster or slower from one second to the next on this
-    #: kind of 2-core VM), so the extra runs are where they narrow the one ratio that matters;
-    #: they cost ~1.5 s each, against ~10 s for a paramiko run.
+    #: (`openssl speed` of one cipher, run after run, varies by about +-10 % on this kind of
+    #: 2-core VM), so the extra runs go where they narrow the one ratio that matters; they
+    #: cost ~1.5 s each, against ~10 s for a paramiko run.
     pair_runs: int = 21
     size: int = 256 * MiB
     conn_count: int = 200
