@@ -1009,8 +1009,7 @@ static int pylibssh_pump_ready(socket_t fd, int revents, void *userdata)
         size_t want = 0;
         int n;
 
-        if ((p->flags & (PYLIBSSH_PIPE_DEAD | PYLIBSSH_PIPE_PAUSED | PYLIBSSH_PIPE_EOF |
-                         PYLIBSSH_PIPE_ERROR | PYLIBSSH_PIPE_STALLED)) || p->channel == NULL) {
+        if (pylibssh_pump_out(p) || (p->flags & PYLIBSSH_PIPE_STALLED)) {
             if (pylibssh_pump_park(p)) {
                 return 0;
             }
